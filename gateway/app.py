@@ -1,0 +1,82 @@
+"""The app factory: one route table per area, one middleware, and cleanup contexts for
+everything with a lifetime (database, background jobs, metrics listener)."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .clock import Clock
+from .config import Config, parse_listen
+from .metrics import Metrics
+from .services import GatewayServices, open_services
+from . import features
+from .web.common import SERVICES
+from .web.middleware import problems_and_metrics
+
+log = logging.getLogger("gateway.app")
+
+# Largest body aiohttp buffers on its own. Uploads and webhooks are read as streams with
+# their own limits (config [limits]); this only bounds stray request.read() calls.
+CLIENT_MAX_SIZE = 1024 * 1024
+
+
+def build_app(config: Config, clock: Clock | None = None,
+              services: GatewayServices | None = None) -> web.Application:
+    app = web.Application(middlewares=[problems_and_metrics], client_max_size=CLIENT_MAX_SIZE)
+    areas = features.modules()
+    for area in areas:
+        if hasattr(area, "routes"):
+            app.add_routes(area.routes)
+
+    async def lifetime(app: web.Application):
+        svc = services or await open_services(config, clock)
+        app[SERVICES] = svc
+        await svc.recordings.recover()
+        for area in areas:
+            if hasattr(area, "startup"):
+                await area.startup(app, svc)
+        svc.metrics.up.set(1)
+        yield
+        svc.metrics.up.set(0)
+        if services is None:
+            await svc.close()
+
+    app.cleanup_ctx.append(lifetime)
+    return app
+
+
+def build_metrics_app(metrics: Metrics) -> web.Application:
+    async def scrape(request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", scrape)
+    return app
+
+
+async def serve(config: Config, clock: Clock | None = None) -> None:
+    """Run the API listener and the metrics listener until cancelled."""
+    import asyncio
+
+    services = await open_services(config, clock)
+    app = build_app(config, clock, services)
+    runner = web.AppRunner(app, handle_signals=True,
+                           shutdown_timeout=config.server.shutdown_timeout)
+    metrics_runner = web.AppRunner(build_metrics_app(services.metrics))
+    await runner.setup()
+    await metrics_runner.setup()
+    host, port = parse_listen(config.server.listen)
+    mhost, mport = parse_listen(config.metrics.listen)
+    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(metrics_runner, mhost, mport).start()
+    log.info("serving", extra={"route": f"{host}:{port}"})
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+        await metrics_runner.cleanup()
+        await services.close()

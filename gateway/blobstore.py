@@ -1,0 +1,145 @@
+"""The blob store: where encrypted recordings live. The filesystem is the default.
+
+A blob is written to `tmp/<object>.part`, fsync'd, renamed into place, and the directory
+fsync'd, so a blob path either holds a complete file or does not exist. Only ciphertext
+is ever written here (keys.BlobWriter output). File I/O runs in a thread so the event loop
+never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+_ID_RE = re.compile(r"^[0-9a-f-]{36}$")
+# Ciphertext is buffered in memory up to this many bytes before one write() call: large
+# enough that thread hand-offs are rare, small enough to keep memory per upload bounded.
+WRITE_BUFFER_BYTES = 1024 * 1024
+
+
+class BlobSink(Protocol):
+    async def write(self, data: bytes) -> None: ...
+    async def commit(self) -> None: ...
+    async def abort(self) -> None: ...
+
+
+class FileBlobSink:
+    def __init__(self, tmp_path: Path, final_path: Path) -> None:
+        self._tmp = tmp_path
+        self._final = final_path
+        self._file: BinaryIO | None = None
+        self._buffer = bytearray()
+        self.bytes_written = 0
+
+    async def _open(self) -> None:
+        self._file = await asyncio.to_thread(open, self._tmp, "wb")
+
+    async def write(self, data: bytes) -> None:
+        self._buffer += data
+        self.bytes_written += len(data)
+        if len(self._buffer) >= WRITE_BUFFER_BYTES:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if self._buffer and self._file is not None:
+            chunk = bytes(self._buffer)
+            self._buffer.clear()
+            await asyncio.to_thread(self._file.write, chunk)
+
+    async def commit(self) -> None:
+        await self._flush()
+        assert self._file is not None
+        await asyncio.to_thread(_sync_close_rename, self._file, self._tmp, self._final)
+        self._file = None
+
+    async def abort(self) -> None:
+        self._buffer.clear()
+        f, self._file = self._file, None
+        await asyncio.to_thread(_discard, f, self._tmp)
+
+
+def _sync_close_rename(f: BinaryIO, tmp: Path, final: Path) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+    f.close()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _discard(f: BinaryIO | None, tmp: Path) -> None:
+    if f is not None:
+        f.close()
+    try:
+        tmp.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp_dir = self.root / "tmp"
+
+    def setup(self) -> None:
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, tenant_id: str, object_id: str) -> Path:
+        # Ids come from our own database, but check anyway: a path is no place for surprises.
+        if not (_ID_RE.match(tenant_id) and _ID_RE.match(object_id)):
+            raise ValueError("blob ids must be UUIDs")
+        return self.root / tenant_id / object_id[:2] / object_id
+
+    async def create(self, tenant_id: str, object_id: str) -> FileBlobSink:
+        sink = FileBlobSink(self.tmp_dir / f"{object_id}.part", self._path(tenant_id, object_id))
+        await sink._open()
+        return sink
+
+    async def open(self, tenant_id: str, object_id: str) -> BinaryIO:
+        return await asyncio.to_thread(open, self._path(tenant_id, object_id), "rb")
+
+    async def exists(self, tenant_id: str, object_id: str) -> bool:
+        return await asyncio.to_thread(self._path(tenant_id, object_id).exists)
+
+    async def size(self, tenant_id: str, object_id: str) -> int:
+        return (await asyncio.to_thread(self._path(tenant_id, object_id).stat)).st_size
+
+    async def delete(self, tenant_id: str, object_id: str) -> bool:
+        def _delete() -> bool:
+            removed = False
+            for path in (self._path(tenant_id, object_id), self.tmp_dir / f"{object_id}.part"):
+                try:
+                    path.unlink()
+                    removed = True
+                except FileNotFoundError:
+                    pass
+            return removed
+        return await asyncio.to_thread(_delete)
+
+    async def delete_tenant(self, tenant_id: str) -> None:
+        import shutil
+        if not _ID_RE.match(tenant_id):
+            raise ValueError("tenant id must be a UUID")
+        await asyncio.to_thread(shutil.rmtree, self.root / tenant_id, True)
+
+    async def ping(self) -> bool:
+        def _check() -> bool:
+            probe = self.tmp_dir / ".ready"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+            return True
+        try:
+            return await asyncio.to_thread(_check)
+        except OSError:
+            return False

@@ -1,0 +1,131 @@
+"""The `gateway` command: init, serve, tenant and staff administration.
+
+Every command takes `--config PATH` (or $GATEWAY_CONFIG). `--json` prints one JSON object
+for machines; without it the output is for people."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .config import Config, ConfigError, load_config
+from .logs import setup_logging
+from .problems import Problem
+from .services import GatewayServices, NotInitialised, init_storage, open_services
+
+
+def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    print(json.dumps(data) if getattr(args, "json", False) else text)
+
+
+async def with_services(config: Config, fn: Callable[[GatewayServices], Awaitable[int]]) -> int:
+    services = await open_services(config)
+    try:
+        return await fn(services)
+    finally:
+        await services.close()
+
+
+async def cmd_init(args: argparse.Namespace, config: Config) -> int:
+    created = init_storage(config)
+    from .db import Database
+    db = await Database(config.database_path).open()
+    await db.close()
+    emit(args, {"data_dir": str(config.data_dir), "created": created},
+         f"initialised {config.data_dir}" + (f" (created {', '.join(created)})" if created
+                                             else " (already initialised)"))
+    return 0
+
+
+async def cmd_serve(args: argparse.Namespace, config: Config) -> int:
+    from .app import serve
+    await serve(config)
+    return 0
+
+
+async def cmd_tenant_create(args: argparse.Namespace, config: Config) -> int:
+    from .tenants import create_tenant
+
+    async def run(svc: GatewayServices) -> int:
+        tenant_id, api_key = await create_tenant(svc.db, svc.keyring, svc.clock, args.name)
+        emit(args, {"tenant_id": tenant_id, "api_key": api_key},
+             f"tenant {tenant_id}\napi key (shown once): {api_key}")
+        return 0
+    return await with_services(config, run)
+
+
+async def cmd_staff_create(args: argparse.Namespace, config: Config) -> int:
+    from .tenants import create_staff
+
+    async def run(svc: GatewayServices) -> int:
+        staff_id, pseudonym, token = await create_staff(
+            svc.db, svc.clock, name=args.name, employer=args.employer, country=args.country)
+        emit(args, {"staff_id": staff_id, "pseudonym": pseudonym, "token": token},
+             f"staff {staff_id} ({pseudonym})\ntoken (shown once): {token}")
+        return 0
+    return await with_services(config, run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(path: tuple[str, ...], run, configure=None, help_text: str = "") -> None:
+        parent = sub
+        for name in path[:-1]:
+            existing = parent.choices.get(name)
+            if existing is None:
+                existing = parent.add_parser(name)
+                existing.add_subparsers(dest=f"{name}_command", required=True)
+            parent = next(a for a in existing._actions
+                          if isinstance(a, argparse._SubParsersAction))
+        p = parent.add_parser(path[-1], help=help_text)
+        p.add_argument("--json", action="store_true", help="print JSON")
+        if configure:
+            configure(p)
+        p.set_defaults(run=run)
+
+    add(("init",), cmd_init, help_text="create the data directory, keys and schema")
+    add(("serve",), cmd_serve, help_text="serve the API and the metrics listener")
+    add(("tenant", "create"), cmd_tenant_create,
+        lambda p: p.add_argument("--name", required=True), "create a tenant and an API key")
+
+    def staff_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", required=True)
+        p.add_argument("--employer", required=True)
+        p.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. DE")
+    add(("staff", "create"), cmd_staff_create, staff_args, "create a support staff account")
+    from . import features
+    for area in features.modules():
+        for path, configure, run in getattr(area, "cli_commands", []):
+            add(path, run, configure)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.logging.level)
+    try:
+        return asyncio.run(args.run(args, config))
+    except (ConfigError, NotInitialised) as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+    except Problem as problem:
+        print(f"gateway: {problem.title}: {problem.detail or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""TOML configuration. `config.example.toml` documents every key; unknown keys are an error
+so a typo never silently falls back to a default."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class ServerConfig:
+    listen: str = "127.0.0.1:8080"
+    # The URL platforms use to reach the gateway. Signatures (Twilio's especially) cover the
+    # URL the platform requested, so behind a proxy the gateway rebuilds it from this value.
+    public_base_url: str = "http://127.0.0.1:8080"
+    # Seconds a shutdown waits for in-flight requests.
+    shutdown_timeout: float = 10.0
+
+
+@dataclass
+class MetricsConfig:
+    listen: str = "127.0.0.1:9090"
+
+
+@dataclass
+class StorageConfig:
+    data_dir: str = "./data"
+    # Relative paths are resolved against data_dir.
+    database: str = "gateway.sqlite3"
+    blob_dir: str = "blobs"
+    root_key_file: str = "root.key"
+    signing_key_file: str = "signing.key"
+    # Longest a webhook waits for its group commit to gather company (milliseconds).
+    group_commit_window_ms: float = 2.0
+    # Largest number of writes one group commit carries.
+    group_commit_max_batch: int = 256
+
+
+@dataclass
+class LimitsConfig:
+    # Platforms send small webhooks; 1 MiB is 50x the largest documented payload.
+    max_webhook_body_bytes: int = 1024 * 1024
+    max_json_body_bytes: int = 256 * 1024
+    # Uploads are streamed with constant memory; this bounds disk use per recording.
+    max_recording_bytes: int = 4 * 1024 * 1024 * 1024
+    # Seconds a decrypted integration credential stays cached in memory.
+    credential_cache_seconds: float = 60.0
+
+
+@dataclass
+class PrivacyConfig:
+    # Bits of the blind index kept per phone number. 16 bits means many numbers share a
+    # value, so the index does not reveal who called whom; lookups decrypt and compare.
+    blind_index_bits: int = 16
+    # Region assumed for numbers written without a country code (ISO 3166 alpha-2), or ""
+    # to require a +country prefix.
+    default_region: str = ""
+
+
+@dataclass
+class LoggingConfig:
+    level: str = "INFO"
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    # Sections added by later features register here (see `register_section`).
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # Derived paths.
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.storage.data_dir)
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() else self.data_dir / p
+
+    @property
+    def database_path(self) -> Path:
+        return self.path(self.storage.database)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.path(self.storage.blob_dir)
+
+    @property
+    def root_key_path(self) -> Path:
+        return self.path(self.storage.root_key_file)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.path(self.storage.signing_key_file)
+
+
+# Feature modules add their own [section] dataclass here, so the loader stays one function.
+_EXTRA_SECTIONS: dict[str, type] = {}
+
+
+def register_section(name: str, cls: type) -> None:
+    _EXTRA_SECTIONS[name] = cls
+
+
+def _build(cls: type, raw: dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"unknown key {where}.{key}")
+        expected = known[key].type
+        default = getattr(cls(), key)
+        if is_dataclass(default):
+            values[key] = _build(type(default), value, f"{where}.{key}")
+            continue
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, (int, float)) and not isinstance(value, (int, float))
+        ) or (isinstance(default, str) and not isinstance(value, str)):
+            raise ConfigError(f"{where}.{key} must be of type {expected}")
+        values[key] = value
+    return cls(**values)
+
+
+def load_config(path: str | os.PathLike | None = None) -> Config:
+    """Load from `path`, else $GATEWAY_CONFIG, else defaults."""
+    path = path or os.environ.get("GATEWAY_CONFIG")
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file not found: {p}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {p} is not valid TOML: {exc}") from exc
+        base_dir = p.resolve().parent
+    config = Config()
+    for name, value in raw.items():
+        if not isinstance(value, dict):
+            raise ConfigError(f"top-level key {name} must be a [section]")
+        if name in _EXTRA_SECTIONS:
+            config.extra[name] = _build(_EXTRA_SECTIONS[name], value, name)
+        elif name in {f.name for f in fields(Config)} and name != "extra":
+            setattr(config, name, _build(type(getattr(config, name)), value, name))
+        else:
+            raise ConfigError(f"unknown section [{name}]")
+    for name, cls in _EXTRA_SECTIONS.items():
+        config.extra.setdefault(name, cls())
+    # A relative data_dir is relative to the config file, so `make run` works from anywhere.
+    if not Path(config.storage.data_dir).is_absolute():
+        config.storage.data_dir = str(base_dir / config.storage.data_dir)
+    if not 1 <= config.privacy.blind_index_bits <= 32:
+        raise ConfigError("privacy.blind_index_bits must be between 1 and 32")
+    return config
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"listen address must be host:port, got {listen!r}")
+    return host.strip("[]"), int(port)

@@ -1,0 +1,229 @@
+"""The ingest pipeline: verified platform events -> minimised, encrypted, durable rows.
+
+For each canonical event: dedupe on the platform's idempotency key, normalise the parties
+to E.164, seal them and blind-index them, merge the event into the call (statuses never
+regress; a late terminal event still fills end time and duration), and append the
+minimised event. All events of one delivery go in one write unit, so they are durable
+together before the platform gets its 2xx.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import adapters
+import keys
+from adapters.events import (
+    TERMINAL_STATUSES,
+    CallEvent,
+    Event,
+    HandshakeReply,
+    RecordingAvailable,
+    WebhookRequest,
+)
+
+from .clock import Clock, isoformat
+from .db import Database, WriteTx
+from .integrations import Integration, IntegrationService
+from .keyring import KeyRing
+from .metrics import Metrics
+from .phone import try_normalise_party
+
+PARTIES_RECORD = "call-parties"
+EVENT_RECORD = "call-event"
+
+# Status order: a later rank never regresses to an earlier one; terminal is final.
+_RANK = {"queued": 0, "ringing": 1, "in-progress": 2}
+
+
+def status_rank(status: str | None) -> int:
+    if status is None:
+        return -1
+    return 3 if status in TERMINAL_STATUSES else _RANK.get(status, -1)
+
+
+def merge_status(current: str | None, incoming: str | None) -> str | None:
+    if incoming is None:
+        return current
+    if current in TERMINAL_STATUSES:
+        return current
+    return incoming if status_rank(incoming) >= status_rank(current) else current
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicates: int = 0
+    call_ids: list[str] = field(default_factory=list)
+    recordings: list[tuple[str, RecordingAvailable]] = field(default_factory=list)
+
+
+def _dedupe_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _minimised_event(event: Event) -> dict[str, Any]:
+    """The stored form of an event: only fields the canonical schema knows, parties
+    excluded (they live sealed on the call, once)."""
+    if isinstance(event, CallEvent):
+        return {"kind": "call", "status": event.status, "direction": event.direction,
+                "occurred_at": isoformat(event.occurred_at),
+                "started_at": isoformat(event.started_at),
+                "ended_at": isoformat(event.ended_at),
+                "duration_seconds": event.duration_seconds, "sequence": event.sequence,
+                "diagnostics": dict(event.diagnostics)}
+    return {"kind": "recording", "platform_recording_id": event.platform_recording_id,
+            "url": event.url, "content_type": event.content_type,
+            "duration_seconds": event.duration_seconds, "channels": event.channels,
+            "occurred_at": isoformat(event.occurred_at)}
+
+
+class IngestService:
+    def __init__(self, db: Database, keyring: KeyRing, integrations: IntegrationService,
+                 clock: Clock, metrics: Metrics, *, default_region: str = "") -> None:
+        self.db = db
+        self.keyring = keyring
+        self.integrations = integrations
+        self.clock = clock
+        self.metrics = metrics
+        self.default_region = default_region
+        # Called after a delivery is durable, with each new recording announcement (the
+        # recording fetch queue subscribes here).
+        self.on_recording_available: list[Callable[[Integration, str, RecordingAvailable],
+                                                   Any]] = []
+
+    async def handle_webhook(self, platform: str, integration_id: str,
+                             request: WebhookRequest) -> IngestResult | HandshakeReply:
+        integration = await self.integrations.load_for_delivery(platform, integration_id)
+        adapter = adapters.get_adapter(platform)
+        try:
+            parsed = adapter.verify_and_parse(request, integration.credentials,
+                                              self.clock.now())
+        except adapters.AdapterError as exc:
+            self.metrics.webhooks.labels(platform, exc.outcome).inc()
+            raise
+        if isinstance(parsed, HandshakeReply):
+            self.metrics.webhooks.labels(platform, "handshake").inc()
+            return parsed
+        result = await self.ingest_events(integration, parsed)
+        if result.accepted:
+            self.metrics.webhooks.labels(platform, "accepted").inc()
+        elif result.duplicates:
+            self.metrics.webhooks.labels(platform, "duplicate").inc()
+        else:
+            self.metrics.webhooks.labels(platform, "empty").inc()
+        for call_id, recording in result.recordings:
+            for subscriber in self.on_recording_available:
+                await subscriber(integration, call_id, recording)
+        return result
+
+    async def ingest_events(self, integration: Integration, events: Sequence[Event]
+                            ) -> IngestResult:
+        ring = await self.keyring.for_tenant(integration.tenant_id)
+        now = self.clock.now()
+        prepared = [(event, _dedupe_hash(event.dedupe_key),
+                     json.dumps(_minimised_event(event), separators=(",", ":")).encode())
+                    for event in events]
+
+        async def unit(tx: WriteTx) -> IngestResult:
+            result = IngestResult()
+            for event, dedupe, body in prepared:
+                seen = await tx.fetchone(
+                    "SELECT 1 FROM call_events WHERE integration_id = ? AND dedupe_key = ?",
+                    (integration.id, dedupe))
+                if seen is not None:
+                    result.duplicates += 1
+                    continue
+                call_id = await self._merge_call(tx, ring, integration, event, now)
+                event_id = str(uuid.uuid4())
+                status = event.status if isinstance(event, CallEvent) else None
+                await tx.execute(
+                    "INSERT INTO call_events (id, tenant_id, integration_id, call_id,"
+                    " dedupe_key, kind, status, received_at, occurred_at, body)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (event_id, integration.tenant_id, integration.id, call_id, dedupe,
+                     "call" if isinstance(event, CallEvent) else "recording", status,
+                     isoformat(now), isoformat(event.occurred_at),
+                     ring.seal_record(EVENT_RECORD, event_id, body)))
+                result.accepted += 1
+                result.call_ids.append(call_id)
+                if isinstance(event, RecordingAvailable):
+                    result.recordings.append((call_id, event))
+            return result
+
+        return await self.db.write(unit)
+
+    async def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
+                          event: Event, now: datetime) -> str:
+        row = await tx.fetchone(
+            "SELECT id, status, direction, started_at, ended_at, duration_seconds,"
+            " last_sequence, parties FROM calls WHERE integration_id = ? AND"
+            " platform_call_id = ?", (integration.id, event.platform_call_id))
+        now_text = isoformat(now)
+        if not isinstance(event, CallEvent):
+            if row is not None:
+                return row["id"]
+            # A recording announced before any call event: the call exists from now on.
+            event = CallEvent(platform=event.platform, dedupe_key=event.dedupe_key,
+                              platform_call_id=event.platform_call_id)
+        from_party = try_normalise_party(event.from_number, self.default_region)
+        to_party = try_normalise_party(event.to_number, self.default_region)
+        started = isoformat(event.started_at)
+        ended = isoformat(event.ended_at)
+
+        if row is None:
+            call_id = str(uuid.uuid4())
+            parties, from_index, to_index = self._seal_parties(ring, call_id, from_party,
+                                                               to_party)
+            await tx.execute(
+                "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id,"
+                " status, direction, started_at, ended_at, duration_seconds, last_sequence,"
+                " sort_time, parties, from_index, to_index, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (call_id, integration.tenant_id, integration.id, integration.platform,
+                 event.platform_call_id, event.status, event.direction, started, ended,
+                 event.duration_seconds, event.sequence, started or now_text, parties,
+                 from_index, to_index, now_text, now_text))
+            return call_id
+
+        call_id = row["id"]
+        status = merge_status(row["status"], event.status)
+        # Earliest known start wins; end time and duration are filled whenever reported
+        # (a late 'completed' after an out-of-order terminal still completes the record).
+        new_started = min(filter(None, [row["started_at"], started]), default=None)
+        new_ended = ended or row["ended_at"]
+        duration = event.duration_seconds if event.duration_seconds is not None \
+            else row["duration_seconds"]
+        sequence = max(filter(lambda v: v is not None, [row["last_sequence"], event.sequence]),
+                       default=None)
+        parties, from_index, to_index = row["parties"], None, None
+        update_parties = row["parties"] is None and (from_party or to_party)
+        if update_parties:
+            parties, from_index, to_index = self._seal_parties(ring, call_id, from_party,
+                                                               to_party)
+        await tx.execute(
+            "UPDATE calls SET status = ?, direction = COALESCE(direction, ?), started_at = ?,"
+            " ended_at = ?, duration_seconds = ?, last_sequence = ?,"
+            " sort_time = COALESCE(?, sort_time), updated_at = ?"
+            + (", parties = ?, from_index = ?, to_index = ?" if update_parties else "")
+            + " WHERE id = ?",
+            (status, event.direction, new_started, new_ended, duration, sequence, new_started,
+             now_text) + ((parties, from_index, to_index) if update_parties else ())
+            + (call_id,))
+        return call_id
+
+    @staticmethod
+    def _seal_parties(ring: keys.TenantKeys, call_id: str, from_party: str | None,
+                      to_party: str | None) -> tuple[bytes | None, int | None, int | None]:
+        if from_party is None and to_party is None:
+            return None, None, None
+        sealed = ring.seal_record(PARTIES_RECORD, call_id, json.dumps(
+            {"from": from_party, "to": to_party}, separators=(",", ":")).encode())
+        return (sealed, ring.blind_index(from_party) if from_party else None,
+                ring.blind_index(to_party) if to_party else None)

@@ -1,0 +1,52 @@
+"""Party normalisation: phone numbers to E.164 with `phonenumbers`; other addresses (SIP
+URIs, Twilio `client:` identities, WhatsApp ids) kept in a canonical text form. Either way
+the result is sealed and blind-indexed, never stored or logged in the clear."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+# Longest party string accepted (SIP URIs can be long; 256 is well above any real one).
+MAX_PARTY_LENGTH = 256
+_URI_SCHEMES = ("sip:", "sips:", "client:", "tel:")
+
+
+class PartyError(ValueError):
+    pass
+
+
+def normalise_party(raw: str, default_region: str = "") -> str:
+    """E.164 for anything that parses as a phone number, else a canonical URI form.
+    Raises PartyError for empty or oversized input (the message never echoes the value)."""
+    text = raw.strip()
+    if not text or len(text) > MAX_PARTY_LENGTH:
+        raise PartyError("party must be 1-256 characters")
+    lowered = text.lower()
+    if lowered.startswith("tel:"):
+        text = text[4:]
+    elif lowered.startswith(_URI_SCHEMES):
+        return lowered
+    # WhatsApp writes numbers as bare digits with the country code and no '+'.
+    digits = "".join(ch for ch in text if ch.isdigit())
+    candidates = [text]
+    if not text.startswith("+") and not text.startswith("00") and len(digits) >= 8:
+        candidates.append("+" + digits)
+    for candidate in candidates:
+        try:
+            number = phonenumbers.parse(candidate, default_region or None)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_possible_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    raise PartyError("not a phone number or address")
+
+
+def try_normalise_party(raw: str | None, default_region: str = "") -> str | None:
+    """Like normalise_party, but keeps an address it cannot parse as lower-case text: a
+    platform's odd party value should not make the whole delivery fail."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return normalise_party(raw, default_region)
+    except PartyError:
+        return raw.strip()[:MAX_PARTY_LENGTH].lower()

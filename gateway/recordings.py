@@ -1,0 +1,257 @@
+"""Recordings: audio in, encrypted blob out, and back again for the tenant.
+
+Write path (upload, platform fetch, live stream all use `RecordingWriter`):
+  1. one durable commit inserts the row (state 'writing', with a lease) and the wrapped
+     data key, so no blob can ever exist that the database does not know about;
+  2. plaintext is encrypted segment by segment (keys.BlobWriter, constant memory) into a
+     temp file; nothing plaintext touches the disk;
+  3. the temp file is fsync'd and renamed into place, then one commit flips the row to
+     'available' with its sealed metadata (content type, true length).
+A crash anywhere leaves a 'writing' row whose lease runs out; `recover()` at start (and
+the retention sweep later) removes its key, blob and row. Readers only ever see
+'available' and 'incomplete' rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import keys
+
+from .blobstore import FileBlobStore
+from .calls import VISIBLE_RECORDING_STATES
+from .clock import Clock, isoformat
+from .db import Database, WriteTx
+from .keyring import KeyRing
+from .metrics import Metrics
+from .problems import Problem, not_found
+
+log = logging.getLogger("gateway.recordings")
+
+META_RECORD = "recording-meta"
+# A writer renews its lease this often; recovery treats a 'writing' row whose lease ran out
+# as abandoned by a crashed process. The lease is several renewals long so a busy process
+# is never mistaken for a dead one.
+LEASE_RENEW_SECONDS = 30.0
+LEASE_SECONDS = 300.0
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class OpenedRecording:
+    id: str
+    call_id: str
+    content_type: str
+    length: int
+    state: str
+    _iter: Callable[[int, int], AsyncIterator[bytes]]
+
+    def iter_range(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        return self._iter(start, self.length if end is None else end)
+
+
+class RecordingWriter:
+    """Streams one recording into the encrypted blob store. Use `finish()` or `abort()`."""
+
+    def __init__(self, service: RecordingService, tenant_id: str, call_id: str,
+                 recording_id: str, blob_writer: keys.BlobWriter, sink: Any, source: str
+                 ) -> None:
+        self.service = service
+        self.tenant_id = tenant_id
+        self.call_id = call_id
+        self.id = recording_id
+        self.source = source
+        self._blob = blob_writer
+        self._sink = sink
+        self._next_renewal = time.monotonic() + LEASE_RENEW_SECONDS
+        self.closed = False
+
+    @property
+    def length(self) -> int:
+        return self._blob.plaintext_length
+
+    async def write(self, data: bytes | memoryview) -> None:
+        if self.closed:
+            raise RuntimeError("recording writer is closed")
+        ciphertext = self._blob.update(data)
+        self.service.metrics.bytes_encrypted.inc(len(data))
+        if ciphertext:
+            await self._sink.write(ciphertext)
+        if time.monotonic() >= self._next_renewal:
+            self._next_renewal = time.monotonic() + LEASE_RENEW_SECONDS
+            await self.service._renew_lease(self.id)
+
+    async def finish(self, content_type: str | None, *, state: str = "available",
+                     stats: dict[str, Any] | None = None,
+                     extra_meta: dict[str, Any] | None = None) -> dict[str, Any]:
+        if self.closed:
+            raise RuntimeError("recording writer is closed")
+        self.closed = True
+        try:
+            await self._sink.write(self._blob.finalize())
+            await self._sink.commit()
+        except BaseException:
+            await self._sink.abort()
+            await self.service._forget_row(self.tenant_id, self.id)
+            raise
+        meta = {"content_type": content_type or DEFAULT_CONTENT_TYPE,
+                "length": self._blob.plaintext_length, **(extra_meta or {})}
+        await self.service._mark_finished(self, meta, state, stats)
+        self.service.metrics.recordings_stored.labels(self.source).inc()
+        return {"id": self.id, "call_id": self.call_id, "state": state,
+                "content_type": meta["content_type"], "length": meta["length"]}
+
+    async def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        await self._sink.abort()
+        await self.service._forget_row(self.tenant_id, self.id)
+
+
+class RecordingService:
+    def __init__(self, db: Database, keyring: KeyRing, blobs: FileBlobStore, clock: Clock,
+                 metrics: Metrics) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.blobs = blobs
+        self.clock = clock
+        self.metrics = metrics
+        # How recovery treats an abandoned 'writing' row, by source. The default deletes it;
+        # a live stream may instead keep what was written as an 'incomplete' recording.
+        self.recovery_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {}
+
+    def _lease(self) -> str:
+        return isoformat(self.clock.now() + timedelta(seconds=LEASE_SECONDS))
+
+    async def begin(self, tenant_id: str, call_id: str, source: str) -> RecordingWriter:
+        ring = await self.keyring.for_tenant(tenant_id)
+        recording_id = str(uuid.uuid4())
+        blob_writer, wrapped_dek = ring.new_blob(uuid.UUID(recording_id))
+        now = isoformat(self.clock.now())
+
+        async def unit(tx: WriteTx) -> None:
+            await tx.execute(
+                "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped, created_at)"
+                " VALUES (?, ?, ?, ?, ?)", (recording_id, tenant_id,
+                                            keys.sealed_version(wrapped_dek), wrapped_dek, now))
+            await tx.execute(
+                "INSERT INTO recordings (id, tenant_id, call_id, state, source, lease_until,"
+                " created_at, updated_at) VALUES (?, ?, ?, 'writing', ?, ?, ?, ?)",
+                (recording_id, tenant_id, call_id, source, self._lease(), now, now))
+
+        await self.db.write(unit)
+        try:
+            sink = await self.blobs.create(tenant_id, recording_id)
+        except BaseException:
+            await self._forget_row(tenant_id, recording_id)
+            raise
+        return RecordingWriter(self, tenant_id, call_id, recording_id, blob_writer, sink, source)
+
+    async def store_stream(self, tenant_id: str, call_id: str, content_type: str | None,
+                           chunks: AsyncIterator[bytes], *, source: str = "upload",
+                           max_bytes: int | None = None) -> dict[str, Any]:
+        """Store a whole recording from an async byte stream (upload, fetch)."""
+        writer = await self.begin(tenant_id, call_id, source)
+        try:
+            async for chunk in chunks:
+                if max_bytes is not None and writer.length + len(chunk) > max_bytes:
+                    raise Problem(413, "payload-too-large", "recording too large",
+                                  f"the limit is {max_bytes} bytes", limit=max_bytes)
+                await writer.write(chunk)
+            return await writer.finish(content_type)
+        except BaseException:
+            await writer.abort()
+            raise
+
+    async def _renew_lease(self, recording_id: str) -> None:
+        lease = self._lease()
+        await self.db.write(lambda tx: tx.execute(
+            "UPDATE recordings SET lease_until = ? WHERE id = ? AND state = 'writing'",
+            (lease, recording_id)))
+
+    async def _mark_finished(self, writer: RecordingWriter, meta: dict[str, Any], state: str,
+                             stats: dict[str, Any] | None) -> None:
+        ring = await self.keyring.for_tenant(writer.tenant_id)
+        sealed = ring.seal_record(META_RECORD, writer.id, json.dumps(meta).encode())
+        now = isoformat(self.clock.now())
+        await self.db.write(lambda tx: tx.execute(
+            "UPDATE recordings SET state = ?, meta = ?, stats = ?, lease_until = NULL,"
+            " updated_at = ? WHERE id = ?",
+            (state, sealed, json.dumps(stats) if stats is not None else None, now, writer.id)))
+
+    async def _forget_row(self, tenant_id: str, recording_id: str) -> None:
+        """Remove a recording that never became visible: key first (crypto-shred), then
+        blob, then row, so an interruption at any point leaves nothing readable."""
+        await self.db.write(lambda tx: tx.execute(
+            "DELETE FROM blob_keys WHERE object_id = ?", (recording_id,)))
+        await self.blobs.delete(tenant_id, recording_id)
+        await self.db.write(lambda tx: tx.execute(
+            "DELETE FROM recordings WHERE id = ?", (recording_id,)))
+
+    async def open(self, tenant_id: str, recording_id: str,
+                   states: tuple[str, ...] = VISIBLE_RECORDING_STATES) -> OpenedRecording:
+        row = await self.db.fetchone(
+            "SELECT r.id, r.call_id, r.state, r.meta, k.wrapped FROM recordings r"
+            " JOIN blob_keys k ON k.object_id = r.id"
+            f" WHERE r.id = ? AND r.tenant_id = ? AND r.state IN ({','.join('?' * len(states))})",
+            (recording_id, tenant_id, *states))
+        if row is None:
+            raise not_found("recording")
+        ring = await self.keyring.for_tenant(tenant_id)
+        meta = json.loads(ring.open_record(META_RECORD, row["id"], bytes(row["meta"])))
+        reader = ring.open_blob(uuid.UUID(row["id"]), bytes(row["wrapped"]))
+        length = int(meta["length"])
+
+        async def iterate(start: int, end: int) -> AsyncIterator[bytes]:
+            fileobj = await self.blobs.open(tenant_id, recording_id)
+            try:
+                pieces = reader.read_range(fileobj, length, start, end)
+                while True:
+                    piece = await asyncio.to_thread(next, pieces, None)
+                    if piece is None:
+                        break
+                    self.metrics.bytes_decrypted.inc(len(piece))
+                    yield piece
+            finally:
+                await asyncio.to_thread(fileobj.close)
+
+        return OpenedRecording(row["id"], row["call_id"], meta["content_type"], length,
+                               row["state"], iterate)
+
+    async def recover(self) -> dict[str, int]:
+        """Clean up what crashed writers left: 'writing' rows past their lease and temp files
+        no live writer owns. Safe to run while other processes write (leases protect them)."""
+        now = isoformat(self.clock.now())
+        rows = await self.db.fetchall(
+            "SELECT id, tenant_id, call_id, source FROM recordings WHERE state = 'writing'"
+            " AND (lease_until IS NULL OR lease_until < ?)", (now,))
+        counts: dict[str, int] = {}
+        for row in rows:
+            handler = self.recovery_handlers.get(row["source"])
+            outcome = "deleted"
+            if handler is not None:
+                outcome = await handler(dict(row))
+            else:
+                await self._forget_row(row["tenant_id"], row["id"])
+            counts[outcome] = counts.get(outcome, 0) + 1
+            self.metrics.recovered.labels(f"recording_{outcome}").inc()
+        live = {r["id"] for r in await self.db.fetchall(
+            "SELECT id FROM recordings WHERE state = 'writing'")}
+        for path in await asyncio.to_thread(lambda: list(self.blobs.tmp_dir.glob("*.part"))):
+            if path.name.removesuffix(".part") not in live:
+                await asyncio.to_thread(path.unlink, True)
+                counts["temp_files"] = counts.get("temp_files", 0) + 1
+        if counts:
+            log.info("recovery: %s", json.dumps(counts))
+        return counts
+
+

@@ -1,0 +1,85 @@
+"""The service container: everything a request handler or CLI command needs, opened once.
+
+Handlers reach it as `services(request)`; the CLI opens it directly. Each service takes
+the repository (Database), key ring and clock it needs, so it is testable without HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keys
+
+from .blobstore import FileBlobStore
+from .calls import CallService
+from .clock import Clock, SystemClock
+from .config import Config
+from .db import Database
+from .ingest import IngestService
+from .integrations import IntegrationService
+from .keyring import KeyRing
+from .metrics import Metrics
+from .recordings import RecordingService
+
+
+class NotInitialised(RuntimeError):
+    pass
+
+
+@dataclass
+class GatewayServices:
+    config: Config
+    clock: Clock
+    metrics: Metrics
+    db: Database
+    root: keys.FileRootKeyProvider
+    keyring: KeyRing
+    blobs: FileBlobStore
+    integrations: IntegrationService
+    ingest: IngestService
+    calls: CallService
+    recordings: RecordingService
+    # Feature modules hang their own services here by name.
+    features: dict[str, Any] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def init_storage(config: Config) -> list[str]:
+    """Create the data directory and the key files `gateway init` is responsible for.
+    Existing keys are never overwritten. Returns what was created."""
+    created = []
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    if not config.root_key_path.exists():
+        keys.FileRootKeyProvider.create(config.root_key_path)
+        created.append("root_key")
+    if not config.signing_key_path.exists():
+        keys.OperatorSigningKey.create(config.signing_key_path)
+        created.append("signing_key")
+    FileBlobStore(config.blob_dir).setup()
+    return created
+
+
+async def open_services(config: Config, clock: Clock | None = None,
+                        metrics: Metrics | None = None) -> GatewayServices:
+    clock = clock or SystemClock()
+    metrics = metrics or Metrics()
+    if not config.root_key_path.exists():
+        raise NotInitialised(f"no root key at {config.root_key_path}: run `gateway init`")
+    root = keys.FileRootKeyProvider.load(config.root_key_path)
+    db = await Database(config.database_path,
+                        max_batch=config.storage.group_commit_max_batch).open()
+    blobs = FileBlobStore(config.blob_dir)
+    blobs.setup()
+    keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits)
+    integrations = IntegrationService(
+        db, keyring, clock, public_base_url=config.server.public_base_url,
+        cache_seconds=config.limits.credential_cache_seconds)
+    ingest = IngestService(db, keyring, integrations, clock, metrics,
+                           default_region=config.privacy.default_region)
+    return GatewayServices(
+        config=config, clock=clock, metrics=metrics, db=db, root=root, keyring=keyring,
+        blobs=blobs, integrations=integrations, ingest=ingest,
+        calls=CallService(db, keyring),
+        recordings=RecordingService(db, keyring, blobs, clock, metrics))

@@ -1,0 +1,1 @@
+"""HTTP handlers: thin translations between HTTP and the services in gateway/."""

@@ -1,0 +1,83 @@
+"""What every handler shares: the services container, auth, body reading, JSON replies."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ..problems import Problem, too_large, unauthorized
+from ..tenants import StaffPrincipal, TenantPrincipal, authenticate_staff, authenticate_tenant
+
+SERVICES = web.AppKey("services", object)
+
+
+def services(request: web.Request) -> Any:
+    return request.app[SERVICES]
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> web.Response:
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return token.strip()
+
+
+async def require_tenant(request: web.Request) -> TenantPrincipal:
+    """The one auth dependency for the tenant API."""
+    token = _bearer(request)
+    principal = await authenticate_tenant(services(request).db, token) if token else None
+    if principal is None:
+        raise unauthorized()
+    return principal
+
+
+async def require_staff(request: web.Request) -> StaffPrincipal:
+    """The one auth dependency for the staff API."""
+    token = _bearer(request)
+    principal = await authenticate_staff(services(request).db, token) if token else None
+    if principal is None:
+        raise unauthorized()
+    return principal
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """Read the whole body, refusing (413) anything over `limit` without buffering it."""
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large(limit)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise too_large(limit)
+    return bytes(body)
+
+
+async def read_json(request: web.Request, limit: int) -> Any:
+    body = await read_body(request, limit)
+    ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
+    if ctype not in ("application/json", ""):
+        raise Problem(415, "unsupported-media-type", "expected application/json")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise Problem(400, "malformed-json", "the body is not valid JSON") from None
+
+
+def query_int(request: web.Request, name: str, default: int) -> int:
+    from ..problems import invalid
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise invalid(name, "must be an integer") from None

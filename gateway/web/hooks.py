@@ -1,0 +1,58 @@
+"""Platform webhooks: POST (and WhatsApp's GET handshake) /v1/hooks/{platform}/{integration_id}.
+
+The platform's signature is the authentication. The URL the adapter verifies is rebuilt
+from the configured public base URL, because behind a proxy the Host the gateway sees is
+not the one the platform signed."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+import adapters
+from adapters.events import HandshakeReply, WebhookRequest
+
+from ..problems import Problem, not_found
+from .common import json_response, read_body, services
+
+routes = web.RouteTableDef()
+
+
+def public_url(request: web.Request) -> str:
+    base = services(request).config.server.public_base_url.rstrip("/")
+    return base + request.rel_url.raw_path_qs
+
+
+async def _deliver(request: web.Request) -> web.Response:
+    svc = services(request)
+    platform = request.match_info["platform"]
+    if platform not in adapters.PLATFORMS:
+        raise not_found("platform")
+    body = b""
+    if request.method == "POST":
+        body = await read_body(request, svc.config.limits.max_webhook_body_bytes)
+    delivery = WebhookRequest(
+        method=request.method, url=public_url(request),
+        headers={k.lower(): v for k, v in request.headers.items()}, body=body)
+    try:
+        result = await svc.ingest.handle_webhook(platform, request.match_info["integration_id"],
+                                                 delivery)
+    except adapters.AdapterError as exc:
+        # The adapter's message names a field at most; signature failures say nothing more.
+        detail = None if isinstance(exc, adapters.SignatureError) else str(exc)
+        extra = {"field": exc.field} if getattr(exc, "field", None) else {}
+        raise Problem(exc.status, exc.problem_type, "webhook rejected", detail, **extra) \
+            from None
+    if isinstance(result, HandshakeReply):
+        return web.Response(status=result.status, text=result.body, content_type="text/plain")
+    return json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+
+
+@routes.post("/v1/hooks/{platform}/{integration_id}")
+async def post_hook(request: web.Request) -> web.Response:
+    return await _deliver(request)
+
+
+@routes.get("/v1/hooks/{platform}/{integration_id}")
+async def get_hook(request: web.Request) -> web.Response:
+    # Only subscription handshakes (WhatsApp) use GET; other adapters reject it.
+    return await _deliver(request)

@@ -1,0 +1,62 @@
+"""Middleware: problem+json for every error, and per-route metrics and access logs.
+
+Routes are labelled by their template (`/v1/calls/{call_id}`), never the concrete path, so
+no id or caller-chosen string reaches a metric label or a log line."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+
+from aiohttp import web
+
+from ..problems import Problem, problem_response
+from .common import services
+
+log = logging.getLogger("gateway.http")
+
+
+def route_template(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def problems_and_metrics(request: web.Request, handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    request_id = secrets.token_hex(8)
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except Problem as problem:
+        status = problem.status
+        return problem_response(problem)
+    except web.HTTPException as exc:
+        # aiohttp's own 404/405 for unknown routes and methods, rendered our way.
+        status = exc.status
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "http-error")
+        problem = Problem(exc.status, slug, exc.reason)
+        if exc.status == 405 and "Allow" in exc.headers:
+            problem.headers["Allow"] = exc.headers["Allow"]
+        return problem_response(problem)
+    except (ConnectionResetError, TimeoutError):
+        status = 499
+        raise
+    except Exception:
+        status = 500
+        log.exception("unhandled error", extra={"request_id": request_id,
+                                                "route": route_template(request)})
+        return problem_response(Problem(500, "internal-error", "internal error",
+                                        f"request id {request_id}"))
+    finally:
+        route = route_template(request)
+        elapsed = time.perf_counter() - started
+        metrics = services(request).metrics
+        metrics.http_requests.labels(request.method, route, str(status)).inc()
+        metrics.http_latency.labels(route).observe(elapsed)
+        log.info("request", extra={"method": request.method, "route": route,
+                                   "status": status, "request_id": request_id,
+                                   "duration_ms": round(elapsed * 1000, 2)})

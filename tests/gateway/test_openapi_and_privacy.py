@@ -1,0 +1,68 @@
+"""The OpenAPI document matches the routes served; nothing personal or secret reaches logs
+or metrics."""
+
+from __future__ import annotations
+
+import logging
+
+import aiohttp
+
+from gateway.app import build_metrics_app
+from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+
+
+async def test_openapi_lists_exactly_the_served_routes(gateway):
+    status, doc, _ = await gateway.request("GET", "/v1/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.1")
+    documented = {(path, method.upper()) for path, item in doc["paths"].items()
+                  for method in item if method != "parameters"}
+    served = set()
+    for route in gateway.server.app.router.routes():
+        if route.method in ("HEAD", "OPTIONS") and route.resource is not None:
+            continue
+        served.add((route.resource.canonical, route.method))
+    assert served == documented
+
+
+async def test_no_number_token_or_secret_in_logs_or_metrics(gateway, caplog):
+    caplog.set_level(logging.DEBUG)
+    tenant = await gateway.new_tenant("acme")
+    secret = new_whsec()
+    integration = await gateway.integration(tenant, "standard", {"secret": secret})
+    path = f"/v1/hooks/standard/{integration['id']}"
+    event = call_updated("pc-priv", "completed", from_number="+14155550100",
+                         to_number="+14155550199")
+    raw, headers = standard_delivery(secret, event, gateway.clock.now())
+    assert (await gateway.request("POST", path, data=raw, headers=headers))[0] == 200
+    # Failures too: bad signature, malformed body, a number in a bad field.
+    raw, headers = standard_delivery(new_whsec(), event, gateway.clock.now())
+    assert (await gateway.request("POST", path, data=raw, headers=headers))[0] == 401
+    raw, headers = standard_delivery(secret, b'{"type": "call.updated", "data": '
+                                     b'{"call_id": "+14155550100", "status": "+14155550100"}}',
+                                     gateway.clock.now())
+    status, body, _ = await gateway.request("POST", path, data=raw, headers=headers)
+    assert 400 <= status < 500 and "4155550100" not in str(body)
+    _, page, _ = await gateway.request("GET", "/v1/calls", headers=tenant.auth)
+    call_id = page["items"][0]["id"]
+    await gateway.request("POST", f"/v1/calls/{call_id}/recordings", data=b"RIFF-audio-bytes",
+                          headers=tenant.auth)
+    await gateway.request("GET", "/v1/calls", headers={"Authorization": "Bearer vgw_bad"})
+
+    metrics_server = aiohttp.test_utils.TestServer(build_metrics_app(gateway.services.metrics))
+    await metrics_server.start_server()
+    try:
+        async with gateway.http.get(str(metrics_server.make_url("/metrics"))) as response:
+            scraped = await response.text()
+    finally:
+        await metrics_server.close()
+    assert 'gateway_webhooks_total{outcome="accepted",platform="standard"} 1.0' in scraped
+    assert 'outcome="bad_signature"' in scraped
+    assert 'route="/v1/calls/{call_id}/recordings"' in scraped
+    assert "gateway_bytes_encrypted_total" in scraped
+
+    logs = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    assert logs, "the gateway logged nothing"
+    for needle in ("4155550100", "4155550199", secret, secret[6:], tenant.api_key,
+                   tenant.api_key.rsplit("_", 1)[1], "RIFF-audio"):
+        assert needle not in logs
+        assert needle not in scraped
