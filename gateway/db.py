@@ -6,8 +6,10 @@ all writes go through one writer task that runs whatever units are queued inside
 transaction (each in its own SAVEPOINT, so one failing unit does not sink its neighbours)
 and commits once. While one commit syncs, new arrivals queue up and share the next one.
 
-Reads use a separate connection: WAL gives it a consistent snapshot without blocking the
-writer. Repositories (calls, tenants, ...) are plain functions over `WriteTx` / `Database`
+Units are synchronous functions run on one writer thread that owns a plain sqlite3
+connection: a whole batch costs one thread hop, not one per statement. Reads use a separate
+aiosqlite connection: WAL gives it a consistent snapshot without blocking the writer.
+Repositories (calls, tenants, ...) are plain functions over `WriteTx` / `Database`
 so a PostgreSQL backend can implement the same surface later.
 """
 
@@ -16,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -32,35 +35,31 @@ BUSY_TIMEOUT_MS = 5000
 
 
 class WriteTx:
-    """The view a write unit gets: statements on the writer connection, inside the batch's
-    transaction and the unit's savepoint."""
+    """The view a write unit gets: synchronous statements on the writer connection, inside
+    the batch's transaction and the unit's savepoint. Units run on the writer thread, so
+    they are plain functions: no awaits, no I/O besides these statements."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        # Callbacks run after the batch is durable (cache invalidation, metrics).
+        # Callbacks run on the event loop after the batch is durable (cache invalidation).
         self.after_commit: list[Callable[[], None]] = []
 
-    async def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> int:
-        cursor = await self._conn.execute(sql, params)
-        rowcount = cursor.rowcount
-        await cursor.close()
-        return rowcount
+    def execute(self, sql: str, params: Sequence[Any] | dict = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
 
-    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        await self._conn.executemany(sql, rows)
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
 
-    async def fetchone(self, sql: str, params: Sequence[Any] | dict = ()) -> sqlite3.Row | None:
-        async with self._conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+    def fetchone(self, sql: str, params: Sequence[Any] | dict = ()) -> sqlite3.Row | None:
+        return self._conn.execute(sql, params).fetchone()
 
-    async def fetchall(self, sql: str, params: Sequence[Any] | dict = ()) -> list[sqlite3.Row]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    def fetchall(self, sql: str, params: Sequence[Any] | dict = ()) -> list[sqlite3.Row]:
+        return self._conn.execute(sql, params).fetchall()
 
 
 @dataclass
 class _Unit:
-    fn: Callable[[WriteTx], Awaitable[Any]]
+    fn: Callable[[WriteTx], Any]
     future: asyncio.Future = field(repr=False)
 
 
@@ -68,7 +67,8 @@ class Database:
     def __init__(self, path: Path, *, max_batch: int = 256) -> None:
         self.path = Path(path)
         self.max_batch = max_batch
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[_Unit] | None = None
         self._task: asyncio.Task | None = None
@@ -76,21 +76,30 @@ class Database:
         self.units = 0
 
     @staticmethod
-    async def _connect(path: Path) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(path, isolation_level=None)
+    def _pragmas() -> list[str]:
+        return [f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = WAL",
+                # FULL: in WAL mode the WAL is fsync'd at every commit: a commit is durable.
+                "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON"]
+
+    def _open_writer(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        await conn.execute("PRAGMA journal_mode = WAL")
-        # FULL: in WAL mode the WAL is fsync'd at every commit, so a commit is durable.
-        await conn.execute("PRAGMA synchronous = FULL")
-        await conn.execute("PRAGMA foreign_keys = ON")
-        return conn
+        for pragma in self._pragmas():
+            conn.execute(pragma)
+        apply_migrations_sync(conn)
+        self._writer = conn
 
     async def open(self) -> Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await self._connect(self.path)
-        await apply_migrations(self._writer)
-        self._reader = await self._connect(self.path)
+        # One thread owns the writer connection: a whole batch runs there in one hop, so
+        # a write unit costs its statements and nothing else.
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_thread, self._open_writer)
+        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+        self._reader.row_factory = sqlite3.Row
+        for pragma in self._pragmas():
+            await self._reader.execute(pragma)
         self._queue = asyncio.Queue()
         self._task = asyncio.create_task(self._run_writer(), name="group-commit-writer")
         return self
@@ -103,15 +112,21 @@ class Database:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        if self._writer_thread is not None:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                self._writer_thread.submit(writer.close).result()
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
 
     # -- writes ---------------------------------------------------------------------------
-    async def write(self, fn: Callable[[WriteTx], Awaitable[T]]) -> T:
-        """Run `fn` inside a group commit; returns once its effects are durable.
-        If `fn` raises, its effects are rolled back and the exception propagates."""
+    async def write(self, fn: Callable[[WriteTx], T]) -> T:
+        """Run `fn(tx)` on the writer thread inside a group commit; returns its result once
+        its effects are durable. If `fn` raises, its effects are rolled back and the
+        exception propagates. `fn` must be synchronous and quick (statements and CPU only)."""
         if self._queue is None:
             raise RuntimeError("database is not open")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -119,63 +134,66 @@ class Database:
         return await future
 
     async def _run_writer(self) -> None:
-        assert self._queue is not None and self._writer is not None
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
         while True:
             batch = [await self._queue.get()]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            await self._commit_batch(batch)
+            batch = [unit for unit in batch if not unit.future.cancelled()]
+            if not batch:
+                continue
+            try:
+                outcomes, callbacks = await loop.run_in_executor(
+                    self._writer_thread, self._commit_batch, [u.fn for u in batch])
+            except Exception as exc:
+                # The commit itself failed (disk full, I/O error): nothing in the batch is
+                # durable, so every waiter gets the error and none gets a 2xx.
+                log.error("group commit failed: %s", type(exc).__name__)
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
+                continue
+            self.commits += 1
+            self.units += len(batch)
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("after-commit callback failed")
+            for unit, (ok, value) in zip(batch, outcomes, strict=True):
+                if unit.future.done():
+                    continue
+                if ok:
+                    unit.future.set_result(value)
+                else:
+                    unit.future.set_exception(value)
 
-    async def _commit_batch(self, batch: list[_Unit]) -> None:
+    def _commit_batch(self, fns: list[Callable[[WriteTx], Any]]
+                      ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         conn = self._writer
         assert conn is not None
-        outcomes: list[tuple[_Unit, bool, Any]] = []
         tx = WriteTx(conn)
+        outcomes: list[tuple[bool, Any]] = []
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            await conn.execute("BEGIN IMMEDIATE")
-            for unit in batch:
-                if unit.future.cancelled():
-                    continue
-                await conn.execute("SAVEPOINT unit")
+            for fn in fns:
+                conn.execute("SAVEPOINT unit")
                 try:
-                    result = await unit.fn(tx)
+                    result = fn(tx)
                 except Exception as exc:  # the unit's own failure: undo only its writes
-                    await conn.execute("ROLLBACK TO unit")
-                    await conn.execute("RELEASE unit")
-                    outcomes.append((unit, False, exc))
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    outcomes.append((False, exc))
                 else:
-                    await conn.execute("RELEASE unit")
-                    outcomes.append((unit, True, result))
-            await conn.execute("COMMIT")
-        except BaseException as exc:
-            # The commit itself failed (disk full, I/O error): nothing in the batch is
-            # durable, so every waiter gets the error and none gets a 2xx.
-            try:
-                await conn.execute("ROLLBACK")
-            except Exception:
-                pass
-            for unit in batch:
-                if not unit.future.done():
-                    unit.future.set_exception(
-                        exc if isinstance(exc, Exception) else RuntimeError("writer stopped"))
-            if not isinstance(exc, Exception):
-                raise
-            log.error("group commit failed: %s", type(exc).__name__)
-            return
-        self.commits += 1
-        self.units += len(outcomes)
-        for callback in tx.after_commit:
-            try:
-                callback()
-            except Exception:
-                log.exception("after-commit callback failed")
-        for unit, ok, value in outcomes:
-            if unit.future.done():
-                continue
-            if ok:
-                unit.future.set_result(value)
-            else:
-                unit.future.set_exception(value)
+                    conn.execute("RELEASE unit")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes, tx.after_commit
 
     # -- reads ----------------------------------------------------------------------------
     async def fetchone(self, sql: str, params: Sequence[Any] | dict = ()) -> sqlite3.Row | None:
@@ -205,27 +223,29 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(out)
 
 
-async def apply_migrations(conn: aiosqlite.Connection) -> list[str]:
-    """Apply numbered migrations in order, each in its own transaction."""
-    await conn.execute(
+def apply_migrations_sync(conn: sqlite3.Connection) -> list[str]:
+    """Apply numbered migrations in order, each in its own transaction. Two processes
+    starting at once are safe: BEGIN IMMEDIATE serialises them and the second sees the
+    first's versions."""
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
         " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
-    async with conn.execute("SELECT version FROM schema_migrations") as cursor:
-        done = {row[0] for row in await cursor.fetchall()}
     applied = []
     for version, name, sql in _migration_files():
-        if version in done:
-            continue
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = ?",
+                            (version,)).fetchone():
+                conn.execute("COMMIT")
+                continue
             # executescript would COMMIT implicitly; run statement by statement instead.
             for statement in _split_sql(sql):
-                await conn.execute(statement)
-            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                               (version, name))
-            await conn.execute("COMMIT")
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                         (version, name))
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
             raise
         applied.append(name)
         log.info("applied migration %s", name)

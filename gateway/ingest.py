@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import adapters
@@ -36,6 +36,9 @@ from .metrics import Metrics
 from .phone import try_normalise_party
 
 PARTIES_RECORD = "call-parties"
+# How many (integration, platform call id) pairs the ingest path remembers as stored with
+# their parties; a forgotten one only costs one normalise-and-seal again.
+KNOWN_CALLS_CACHE = 50_000
 EVENT_RECORD = "call-event"
 
 # Status order: a later rank never regresses to an earlier one; terminal is final.
@@ -54,6 +57,18 @@ def merge_status(current: str | None, incoming: str | None) -> str | None:
     if current in TERMINAL_STATUSES:
         return current
     return incoming if status_rank(incoming) >= status_rank(current) else current
+
+
+@dataclass(frozen=True)
+class _PreparedEvent:
+    event: Event
+    dedupe: str
+    event_id: str
+    sealed_body: bytes
+    new_call_id: str            # used only if the event creates the call
+    from_party: str | None
+    to_party: str | None
+    new_call_parties: tuple[bytes | None, int | None, int | None]
 
 
 @dataclass
@@ -93,6 +108,9 @@ class IngestService:
         self.clock = clock
         self.metrics = metrics
         self.default_region = default_region
+        # Calls known to exist with their parties stored: later events of the same call
+        # need no normalising or sealing (most events are status updates of a known call).
+        self._calls_with_parties: OrderedDict[tuple[str, str], None] = OrderedDict()
         # Called after a delivery is durable, with each new recording announcement (the
         # recording fetch queue subscribes here).
         self.on_recording_available: list[Callable[[Integration, str, RecordingAvailable],
@@ -126,62 +144,90 @@ class IngestService:
     async def ingest_events(self, integration: Integration, events: Sequence[Event]
                             ) -> IngestResult:
         ring = await self.keyring.for_tenant(integration.tenant_id)
-        now = self.clock.now()
-        prepared = [(event, _dedupe_hash(event.dedupe_key),
-                     json.dumps(_minimised_event(event), separators=(",", ":")).encode())
-                    for event in events]
+        now = isoformat(self.clock.now())
+        # Everything that costs CPU (normalising, sealing, hashing) happens here, on the
+        # event loop; the write unit below only runs statements, so the single writer
+        # thread spends its time on SQL and the group commit stays short.
+        prepared = [self._prepare(ring, integration, event) for event in events]
 
-        async def unit(tx: WriteTx) -> IngestResult:
+        def unit(tx: WriteTx) -> IngestResult:
             result = IngestResult()
-            for event, dedupe, body in prepared:
-                seen = await tx.fetchone(
+            for item in prepared:
+                seen = tx.fetchone(
                     "SELECT 1 FROM call_events WHERE integration_id = ? AND dedupe_key = ?",
-                    (integration.id, dedupe))
+                    (integration.id, item.dedupe))
                 if seen is not None:
                     result.duplicates += 1
                     continue
-                call_id = await self._merge_call(tx, ring, integration, event, now)
-                event_id = str(uuid.uuid4())
-                status = event.status if isinstance(event, CallEvent) else None
-                await tx.execute(
+                call_id = self._merge_call(tx, ring, integration, item, now)
+                event = item.event
+                tx.execute(
                     "INSERT INTO call_events (id, tenant_id, integration_id, call_id,"
                     " dedupe_key, kind, status, received_at, occurred_at, body)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (event_id, integration.tenant_id, integration.id, call_id, dedupe,
-                     "call" if isinstance(event, CallEvent) else "recording", status,
-                     isoformat(now), isoformat(event.occurred_at),
-                     ring.seal_record(EVENT_RECORD, event_id, body)))
+                    (item.event_id, integration.tenant_id, integration.id, call_id,
+                     item.dedupe, "call" if isinstance(event, CallEvent) else "recording",
+                     event.status if isinstance(event, CallEvent) else None, now,
+                     isoformat(event.occurred_at), item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
                 if isinstance(event, RecordingAvailable):
                     result.recordings.append((call_id, event))
             return result
 
-        return await self.db.write(unit)
+        result = await self.db.write(unit)
+        for item in prepared:
+            if item.from_party or item.to_party:
+                self._remember_call(integration.id, item.event.platform_call_id)
+        return result
 
-    async def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
-                          event: Event, now: datetime) -> str:
-        row = await tx.fetchone(
+    def forget_known_calls(self) -> None:
+        """Call after deleting or rewriting calls (erasure, retention, rectification)."""
+        self._calls_with_parties.clear()
+
+    def _remember_call(self, integration_id: str, platform_call_id: str) -> None:
+        key = (integration_id, platform_call_id)
+        self._calls_with_parties[key] = None
+        self._calls_with_parties.move_to_end(key)
+        if len(self._calls_with_parties) > KNOWN_CALLS_CACHE:
+            self._calls_with_parties.popitem(last=False)
+
+    def _prepare(self, ring: keys.TenantKeys, integration: Integration, event: Event
+                 ) -> _PreparedEvent:
+        event_id = str(uuid.uuid4())
+        body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
+        from_party = to_party = None
+        known = (integration.id, event.platform_call_id) in self._calls_with_parties
+        if isinstance(event, CallEvent) and not known:
+            from_party = try_normalise_party(event.from_number, self.default_region)
+            to_party = try_normalise_party(event.to_number, self.default_region)
+        new_call_id = str(uuid.uuid4())
+        return _PreparedEvent(
+            event=event, dedupe=_dedupe_hash(event.dedupe_key), event_id=event_id,
+            sealed_body=ring.seal_record(EVENT_RECORD, event_id, body),
+            new_call_id=new_call_id, from_party=from_party, to_party=to_party,
+            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party))
+
+    def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
+                    item: _PreparedEvent, now_text: str) -> str:
+        event = item.event
+        row = tx.fetchone(
             "SELECT id, status, direction, started_at, ended_at, duration_seconds,"
             " last_sequence, parties FROM calls WHERE integration_id = ? AND"
             " platform_call_id = ?", (integration.id, event.platform_call_id))
-        now_text = isoformat(now)
         if not isinstance(event, CallEvent):
             if row is not None:
                 return row["id"]
             # A recording announced before any call event: the call exists from now on.
             event = CallEvent(platform=event.platform, dedupe_key=event.dedupe_key,
                               platform_call_id=event.platform_call_id)
-        from_party = try_normalise_party(event.from_number, self.default_region)
-        to_party = try_normalise_party(event.to_number, self.default_region)
         started = isoformat(event.started_at)
         ended = isoformat(event.ended_at)
 
         if row is None:
-            call_id = str(uuid.uuid4())
-            parties, from_index, to_index = self._seal_parties(ring, call_id, from_party,
-                                                               to_party)
-            await tx.execute(
+            call_id = item.new_call_id
+            parties, from_index, to_index = item.new_call_parties
+            tx.execute(
                 "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id,"
                 " status, direction, started_at, ended_at, duration_seconds, last_sequence,"
                 " sort_time, parties, from_index, to_index, created_at, updated_at)"
@@ -202,20 +248,20 @@ class IngestService:
             else row["duration_seconds"]
         sequence = max(filter(lambda v: v is not None, [row["last_sequence"], event.sequence]),
                        default=None)
-        parties, from_index, to_index = row["parties"], None, None
-        update_parties = row["parties"] is None and (from_party or to_party)
+        update_parties = row["parties"] is None and (item.from_party or item.to_party)
+        parties_values: tuple = ()
         if update_parties:
-            parties, from_index, to_index = self._seal_parties(ring, call_id, from_party,
-                                                               to_party)
-        await tx.execute(
+            # Rare: the parties arrive after the call was created without them. The sealed
+            # form is bound to the call's own id, so it is sealed here.
+            parties_values = self._seal_parties(ring, call_id, item.from_party, item.to_party)
+        tx.execute(
             "UPDATE calls SET status = ?, direction = COALESCE(direction, ?), started_at = ?,"
             " ended_at = ?, duration_seconds = ?, last_sequence = ?,"
             " sort_time = COALESCE(?, sort_time), updated_at = ?"
             + (", parties = ?, from_index = ?, to_index = ?" if update_parties else "")
             + " WHERE id = ?",
             (status, event.direction, new_started, new_ended, duration, sequence, new_started,
-             now_text) + ((parties, from_index, to_index) if update_parties else ())
-            + (call_id,))
+             now_text) + parties_values + (call_id,))
         return call_id
 
     @staticmethod

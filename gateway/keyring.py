@@ -40,10 +40,10 @@ class KeyRing:
         """Drop the opened ring (after rotation or shredding) so the next use reloads it."""
         self._open.pop(tenant_id, None)
 
-    async def store_new_tenant_keys(self, tx: WriteTx, tenant_id: str) -> None:
+    def store_new_tenant_keys(self, tx: WriteTx, tenant_id: str) -> None:
         now = isoformat(self.clock.now())
         for wrapped in keys.new_tenant_keys(self.root, uuid.UUID(tenant_id)):
-            await tx.execute(
+            tx.execute(
                 "INSERT INTO tenant_keys (tenant_id, kind, version, wrapped, created_at)"
                 " VALUES (?, ?, ?, ?, ?)", (tenant_id, wrapped.kind, wrapped.version,
                                             wrapped.wrapped, now))

@@ -138,12 +138,12 @@ class RecordingService:
         blob_writer, wrapped_dek = ring.new_blob(uuid.UUID(recording_id))
         now = isoformat(self.clock.now())
 
-        async def unit(tx: WriteTx) -> None:
-            await tx.execute(
+        def unit(tx: WriteTx) -> None:
+            tx.execute(
                 "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped, created_at)"
                 " VALUES (?, ?, ?, ?, ?)", (recording_id, tenant_id,
                                             keys.sealed_version(wrapped_dek), wrapped_dek, now))
-            await tx.execute(
+            tx.execute(
                 "INSERT INTO recordings (id, tenant_id, call_id, state, source, lease_until,"
                 " created_at, updated_at) VALUES (?, ?, ?, 'writing', ?, ?, ?, ?)",
                 (recording_id, tenant_id, call_id, source, self._lease(), now, now))

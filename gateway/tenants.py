@@ -68,14 +68,14 @@ async def create_tenant(db: Database, keyring: KeyRing, clock: Clock, name: str
     key_id, token, secret_hash = _new_token(TENANT_TOKEN_PREFIX)
     now = isoformat(clock.now())
 
-    async def unit(tx: WriteTx) -> None:
+    def unit(tx: WriteTx) -> None:
         try:
-            await tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
+            tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                              (tenant_id, name, now))
         except sqlite3.IntegrityError as exc:
             raise Problem(409, "conflict", "a tenant with this name exists") from exc
-        await keyring.store_new_tenant_keys(tx, tenant_id)
-        await tx.execute("INSERT INTO tenant_api_keys (id, tenant_id, secret_hash, created_at)"
+        keyring.store_new_tenant_keys(tx, tenant_id)
+        tx.execute("INSERT INTO tenant_api_keys (id, tenant_id, secret_hash, created_at)"
                          " VALUES (?, ?, ?, ?)", (key_id, tenant_id, secret_hash, now))
 
     await db.write(unit)

@@ -70,6 +70,7 @@ CREATE TABLE calls (
     parties          BLOB,                 -- sealed JSON {"from": E.164, "to": E.164}
     from_index       INTEGER,              -- truncated blind index of the from number
     to_index         INTEGER,
+    restricted_at    TEXT,                 -- data-subject restriction: no further processing
     created_at       TEXT NOT NULL,
     updated_at       TEXT NOT NULL,
     UNIQUE (integration_id, platform_call_id)

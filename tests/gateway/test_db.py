@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from gateway.db import Database, apply_migrations
+from gateway.db import Database, apply_migrations_sync
 
 
 @pytest.fixture
@@ -39,9 +39,9 @@ async def test_a_failing_unit_does_not_sink_its_batch(db):
         return await db.write(lambda tx: tx.execute("INSERT INTO t VALUES (?, ?)", (f"g{i}", i)))
 
     async def bad():
-        async def unit(tx):
-            await tx.execute("INSERT INTO t VALUES ('half', 1)")  # undone with the unit
-            await tx.execute("INSERT INTO t VALUES ('dup', 2)")   # violates the key
+        def unit(tx):
+            tx.execute("INSERT INTO t VALUES ('half', 1)")  # undone with the unit
+            tx.execute("INSERT INTO t VALUES ('dup', 2)")   # violates the key
         return await db.write(unit)
 
     results = await asyncio.gather(good(1), bad(), good(2), return_exceptions=True)
@@ -65,10 +65,12 @@ async def test_synchronous_full_and_wal(db):
     assert row[0] == "wal"
 
 
-async def test_migrations_are_applied_once(tmp_path):
-    import aiosqlite
-    async with aiosqlite.connect(tmp_path / "m.sqlite3", isolation_level=None) as conn:
-        first = await apply_migrations(conn)
-        second = await apply_migrations(conn)
+def test_migrations_are_applied_once(tmp_path):
+    conn = sqlite3.connect(tmp_path / "m.sqlite3", isolation_level=None)
+    try:
+        first = apply_migrations_sync(conn)
+        second = apply_migrations_sync(conn)
+    finally:
+        conn.close()
     assert first and first[0].startswith("0001")
     assert second == []
