@@ -1,0 +1,38 @@
+"""Keys and data encryption for the gateway.
+
+Hierarchy: a root key (``FileRootKeyProvider``, or any ``RootKeyProvider``) wraps each
+tenant's versioned key-encryption keys (KEK) and blind-index key (BIK). ``TenantKeys``
+seals records, encrypts blobs under per-blob data keys (DEK) and computes blind indexes.
+Every authentication failure is one ``DecryptionError``. Byte layouts: docs/crypto-formats.md.
+
+Only this package imports ``cryptography`` for data encryption, and no raw key leaves it.
+"""
+
+from ._blob import BlobReader, BlobWriter
+from ._errors import DecryptionError
+from ._root import FileRootKeyProvider, RootKeyProvider
+from ._signing import OperatorSigningKey, verify_ed25519
+from ._tenant import (
+    TenantKeys,
+    WrappedKey,
+    new_kek_version,
+    new_tenant_keys,
+    open_tenant_keys,
+    sealed_version,
+)
+
+__all__ = [
+    "DecryptionError",
+    "RootKeyProvider",
+    "FileRootKeyProvider",
+    "WrappedKey",
+    "TenantKeys",
+    "new_tenant_keys",
+    "new_kek_version",
+    "open_tenant_keys",
+    "sealed_version",
+    "BlobWriter",
+    "BlobReader",
+    "OperatorSigningKey",
+    "verify_ed25519",
+]

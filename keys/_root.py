@@ -1,0 +1,124 @@
+"""Root key providers: the top of the hierarchy, wrapping each tenant's KEKs and BIK.
+
+A provider only ever wraps and unwraps small secrets; it never hands its key out, so
+PKCS#11 or a cloud KMS (where the key cannot leave the device) fit the same Protocol.
+
+Wrap format (version 1)::
+
+    0x01 | nonce (12) | AES-256-GCM ciphertext + tag (16)
+    GCM AAD = 0x01 | caller's aad
+
+The version byte is part of the AAD so a future format cannot be confused with this one.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._checks import as_bytes
+from ._errors import DecryptionError
+from ._keyfile import create_key_file, read_key_file
+
+__all__ = ["RootKeyProvider", "FileRootKeyProvider", "MAX_WRAP_PLAINTEXT", "MAX_WRAP_AAD"]
+
+_VERSION = 1
+_VERSION_BYTE = bytes([_VERSION])
+_NONCE_LEN = 12
+_TAG_LEN = 16
+_KEY_LEN = 32  # AES-256
+
+_FILE_MAGIC = b"VGWR"
+_FILE_VERSION = 1
+
+# The Protocol promises what every backend can keep: AWS KMS Encrypt takes at most 4096
+# bytes of plaintext (KMS API reference, Encrypt), and tenant keys are 32 bytes. Keeping
+# the file provider to the same bound means code tested against it works against KMS.
+MAX_WRAP_PLAINTEXT = 4096
+# AAD here is a short binding string (tenant, kind, version); 1 KiB is far above need.
+MAX_WRAP_AAD = 1024
+
+
+@runtime_checkable
+class RootKeyProvider(Protocol):
+    """Anything that can wrap and unwrap small secrets under a key it never reveals."""
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        """Encrypt and authenticate plaintext (at most MAX_WRAP_PLAINTEXT bytes), bound to aad."""
+        ...
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        """Return the plaintext, or raise DecryptionError (tampering, wrong aad, wrong key)."""
+        ...
+
+
+def _check_wrap_args(plaintext: object, aad: object) -> tuple[bytes | memoryview, bytes | memoryview]:
+    plaintext = as_bytes(plaintext, "plaintext")
+    aad = as_bytes(aad, "aad")
+    if len(plaintext) > MAX_WRAP_PLAINTEXT:
+        raise ValueError(f"plaintext must be at most {MAX_WRAP_PLAINTEXT} bytes, got {len(plaintext)}")
+    if len(aad) > MAX_WRAP_AAD:
+        raise ValueError(f"aad must be at most {MAX_WRAP_AAD} bytes, got {len(aad)}")
+    return plaintext, aad
+
+
+class FileRootKeyProvider:
+    """Root key in a local 0600 file: ``VGWR`` | version 0x01 | 32 random key bytes.
+
+    Use ``create`` once at install time and ``load`` at every start. The raw key is held
+    only inside an AESGCM object; no attribute or method returns it.
+    """
+
+    __slots__ = ("_aead", "_path")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use FileRootKeyProvider.create(path) or FileRootKeyProvider.load(path)")
+
+    @classmethod
+    def _from_key(cls, key: bytes, path: str) -> FileRootKeyProvider:
+        self = object.__new__(cls)
+        self._aead = AESGCM(key)
+        self._path = path
+        return self
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str]) -> FileRootKeyProvider:
+        """Write a new random root key to path (mode 0600); FileExistsError if path exists."""
+        path = os.fspath(path)
+        key = os.urandom(_KEY_LEN)
+        create_key_file(path, _FILE_MAGIC + bytes([_FILE_VERSION]) + key, "root key")
+        return cls._from_key(key, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> FileRootKeyProvider:
+        """Read a root key file; ValueError naming the path if it is missing, the wrong
+        size or format, or readable by group or others."""
+        path = os.fspath(path)
+        key = read_key_file(path, _FILE_MAGIC, _FILE_VERSION, _KEY_LEN, "root key")
+        return cls._from_key(key, path)
+
+    def __repr__(self) -> str:
+        return f"FileRootKeyProvider(path={self._path!r})"
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        plaintext, aad = _check_wrap_args(plaintext, aad)
+        # Random 96-bit nonces: the root key wraps a few keys per tenant, far below the
+        # 2**32 invocations NIST SP 800-38D section 8.3 allows with random nonces.
+        nonce = os.urandom(_NONCE_LEN)
+        return _VERSION_BYTE + nonce + self._aead.encrypt(nonce, plaintext, _VERSION_BYTE + aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        wrapped = as_bytes(wrapped, "wrapped")
+        aad = as_bytes(aad, "aad")
+        if len(wrapped) < 1 + _NONCE_LEN + _TAG_LEN or wrapped[0] != _VERSION:
+            raise DecryptionError()
+        wrapped = bytes(wrapped)
+        try:
+            return self._aead.decrypt(
+                wrapped[1 : 1 + _NONCE_LEN], wrapped[1 + _NONCE_LEN :], _VERSION_BYTE + aad
+            )
+        except InvalidTag:
+            raise DecryptionError() from None

@@ -1,0 +1,321 @@
+"""A tenant's key ring: versioned KEKs and one blind-index key (BIK), each wrapped under
+the root key and stored by the gateway as opaque ``WrappedKey`` rows.
+
+Tenant key AAD (root wrap)::
+
+    "tenant-key|" | tenant id (16) | "|" | kind ("kek" or "bik") | "|" | version (uint32 BE)
+
+Tenant id, kind (two 3-byte values) and version are fixed width, so the AAD is unambiguous;
+a row copied to another tenant, kind or version fails to unwrap.
+
+Each KEK is used only through two HKDF-SHA256 subkeys (RFC 5869; IKM = KEK, no salt) so
+no key serves two purposes:
+
+    records subkey  = HKDF(KEK, info = "vgw/v1/records")   -> per-record keys (_record.py)
+    dek-wrap subkey = HKDF(KEK, info = "vgw/v1/dek-wrap")  -> AES-256-GCM over DEKs (_dek.py)
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from . import _blind, _dek, _record
+from ._blob import (
+    DEFAULT_SEGMENT_SIZE_LOG2,
+    MAX_SEGMENT_SIZE_LOG2,
+    MIN_SEGMENT_SIZE_LOG2,
+    BlobReader,
+    BlobWriter,
+)
+from ._checks import as_bytes, check_int, check_str, check_uuid
+from ._errors import DecryptionError
+from ._hkdf import derive32
+from ._root import RootKeyProvider
+
+__all__ = [
+    "WrappedKey",
+    "TenantKeys",
+    "new_tenant_keys",
+    "new_kek_version",
+    "open_tenant_keys",
+    "sealed_version",
+    "KIND_KEK",
+    "KIND_BIK",
+    "MAX_KEK_VERSION",
+]
+
+KIND_KEK = "kek"
+KIND_BIK = "bik"
+_KINDS = (KIND_KEK, KIND_BIK)
+_KEY_LEN = 32
+# Versions are uint32 in every format that carries one.
+MAX_KEK_VERSION = 2**32 - 1
+_BIK_VERSION = 1
+
+_RECORDS_LABEL = b"vgw/v1/records"
+_DEK_WRAP_LABEL = b"vgw/v1/dek-wrap"
+
+
+@dataclass(frozen=True)
+class WrappedKey:
+    """One row of the gateway's tenant key table; opaque outside keys/."""
+
+    kind: str  # "kek" or "bik"
+    version: int  # KEK version 1, 2, ...; the BIK is version 1
+    wrapped: bytes  # root-wrapped key; its AAD binds tenant id, kind and version
+
+    def __post_init__(self) -> None:
+        if self.kind not in _KINDS:
+            raise ValueError(f"kind must be 'kek' or 'bik', got {self.kind!r}")
+        check_int(self.version, "version", 1, MAX_KEK_VERSION)
+        if self.kind == KIND_BIK and self.version != _BIK_VERSION:
+            raise ValueError(f"version of a 'bik' key must be {_BIK_VERSION}, got {self.version}")
+        if not isinstance(self.wrapped, bytes):
+            raise TypeError(f"wrapped must be bytes, not {type(self.wrapped).__name__}")
+
+    def __repr__(self) -> str:
+        return f"WrappedKey(kind={self.kind!r}, version={self.version}, wrapped=<{len(self.wrapped)} bytes>)"
+
+
+def _check_root(root: object) -> RootKeyProvider:
+    if not isinstance(root, RootKeyProvider):
+        raise TypeError(f"root must be a RootKeyProvider, not {type(root).__name__}")
+    return root
+
+
+def _aad(tenant_id: uuid.UUID, kind: str, version: int) -> bytes:
+    return b"tenant-key|" + tenant_id.bytes + b"|" + kind.encode("ascii") + b"|" + version.to_bytes(4, "big")
+
+
+def _new_wrapped(root: RootKeyProvider, tenant_id: uuid.UUID, kind: str, version: int) -> WrappedKey:
+    key = os.urandom(_KEY_LEN)
+    return WrappedKey(kind, version, root.wrap(key, _aad(tenant_id, kind, version)))
+
+
+def new_tenant_keys(root: RootKeyProvider, tenant_id: uuid.UUID) -> list[WrappedKey]:
+    """Fresh keys for a new tenant: KEK version 1 and the blind-index key."""
+    _check_root(root)
+    check_uuid(tenant_id, "tenant_id")
+    return [
+        _new_wrapped(root, tenant_id, KIND_KEK, 1),
+        _new_wrapped(root, tenant_id, KIND_BIK, _BIK_VERSION),
+    ]
+
+
+def new_kek_version(root: RootKeyProvider, tenant_id: uuid.UUID, version: int) -> WrappedKey:
+    """A new KEK version for rotation; once stored and the ring reopened, the highest
+    version present becomes primary."""
+    _check_root(root)
+    check_uuid(tenant_id, "tenant_id")
+    check_int(version, "version", 1, MAX_KEK_VERSION)
+    return _new_wrapped(root, tenant_id, KIND_KEK, version)
+
+
+def open_tenant_keys(
+    root: RootKeyProvider,
+    tenant_id: uuid.UUID,
+    wrapped: Iterable[WrappedKey],
+    *,
+    blind_index_bits: int = 16,
+) -> TenantKeys:
+    """Unwrap a tenant's key rows into a TenantKeys.
+
+    Needs at least one KEK version and exactly one BIK (ValueError otherwise); raises
+    DecryptionError if any row fails to unwrap (tampered, or another tenant's row).
+    """
+    _check_root(root)
+    check_uuid(tenant_id, "tenant_id")
+    check_int(blind_index_bits, "blind_index_bits", _blind.MIN_BITS, _blind.MAX_BITS)
+    if isinstance(wrapped, WrappedKey | bytes | str):
+        raise TypeError("wrapped must be an iterable of WrappedKey")
+    rows = list(wrapped)
+    seen: set[tuple[str, int]] = set()
+    for row in rows:
+        if not isinstance(row, WrappedKey):
+            raise TypeError(f"wrapped must contain WrappedKey items, not {type(row).__name__}")
+        if (row.kind, row.version) in seen:
+            raise ValueError(f"wrapped contains {row.kind} version {row.version} twice")
+        seen.add((row.kind, row.version))
+    if not any(kind == KIND_KEK for kind, _ in seen):
+        raise ValueError("wrapped must contain at least one 'kek' key")
+    if (KIND_BIK, _BIK_VERSION) not in seen:
+        raise ValueError("wrapped must contain the 'bik' key")
+
+    keks: dict[int, _Kek] = {}
+    bik = b""
+    for row in rows:
+        key = root.unwrap(row.wrapped, _aad(tenant_id, row.kind, row.version))
+        if len(key) != _KEY_LEN:
+            raise DecryptionError()
+        if row.kind == KIND_KEK:
+            keks[row.version] = _Kek(key)
+        else:
+            bik = key
+    return TenantKeys._create(tenant_id, keks, bik, blind_index_bits)
+
+
+def sealed_version(sealed: bytes) -> int:
+    """KEK version a sealed record or wrapped DEK is under (to track rotation progress).
+
+    Reads the unauthenticated prefix only; ValueError if sealed is not either format.
+    """
+    sealed = as_bytes(sealed, "sealed")
+    try:
+        if len(sealed) == _dek.WRAPPED_LEN and sealed[0] == _dek.FORMAT:
+            return _dek.parse(sealed)[0]
+        return _record.kek_version(sealed)
+    except DecryptionError:
+        raise ValueError("sealed is not a sealed record or wrapped DEK") from None
+
+
+class _Kek:
+    """The two purpose-bound subkeys of one KEK version (the KEK itself is not kept)."""
+
+    __slots__ = ("records", "dek_wrap")
+
+    def __init__(self, kek: bytes) -> None:
+        self.records = derive32(kek, b"", _RECORDS_LABEL)
+        self.dek_wrap = AESGCM(derive32(kek, b"", _DEK_WRAP_LABEL))
+
+    def __repr__(self) -> str:
+        return "<_Kek>"
+
+
+class TenantKeys:
+    """One tenant's unwrapped key ring, held in memory by the gateway.
+
+    Seals and opens records, blind-indexes phone numbers and encrypts blobs; new data
+    always uses the primary (highest) KEK version, old data opens under any version
+    still present. No attribute or method returns a raw key.
+    """
+
+    __slots__ = ("_tenant_id", "_tenant", "_keks", "_primary", "_versions", "_bik", "_bits")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use keys.open_tenant_keys(root, tenant_id, wrapped) to create TenantKeys")
+
+    @classmethod
+    def _create(cls, tenant_id: uuid.UUID, keks: dict[int, _Kek], bik: bytes, bits: int) -> TenantKeys:
+        self = object.__new__(cls)
+        self._tenant_id = tenant_id
+        self._tenant = tenant_id.bytes
+        self._keks = keks
+        self._versions = tuple(sorted(keks))
+        self._primary = self._versions[-1]
+        self._bik = bik
+        self._bits = bits
+        return self
+
+    def __repr__(self) -> str:
+        return f"<TenantKeys tenant_id={self._tenant_id} versions={self._versions}>"
+
+    @property
+    def tenant_id(self) -> uuid.UUID:
+        return self._tenant_id
+
+    @property
+    def primary_version(self) -> int:
+        """Highest KEK version present; all new ciphertext uses it."""
+        return self._primary
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """KEK versions present, ascending."""
+        return self._versions
+
+    @property
+    def blind_index_bits(self) -> int:
+        return self._bits
+
+    def _kek(self, version: int) -> _Kek:
+        kek = self._keks.get(version)
+        if kek is None:
+            # A destroyed (or never created) version looks like any other failure.
+            raise DecryptionError()
+        return kek
+
+    # -- records ---------------------------------------------------------------
+
+    def seal_record(self, kind: str, record_id: str, plaintext: bytes) -> bytes:
+        """Encrypt plaintext bound to this tenant, kind and record_id."""
+        kind_b = check_str(kind, "kind", _record.MAX_KIND_BYTES)
+        id_b = check_str(record_id, "record_id", _record.MAX_RECORD_ID_BYTES)
+        plaintext = as_bytes(plaintext, "plaintext")
+        if len(plaintext) > _record.MAX_PLAINTEXT:
+            raise ValueError(f"plaintext must be at most {_record.MAX_PLAINTEXT} bytes; store larger data as a blob")
+        version = self._primary
+        return _record.seal(self._keks[version].records, self._tenant, kind_b, id_b, version, plaintext)
+
+    def open_record(self, kind: str, record_id: str, sealed: bytes) -> bytes:
+        """Decrypt a sealed record; DecryptionError unless it was sealed by this tenant
+        with this kind and record_id and is unmodified, under a version still present."""
+        kind_b = check_str(kind, "kind", _record.MAX_KIND_BYTES)
+        id_b = check_str(record_id, "record_id", _record.MAX_RECORD_ID_BYTES)
+        sealed = bytes(as_bytes(sealed, "sealed"))
+        kek = self._kek(_record.kek_version(sealed))
+        return _record.open_(kek.records, self._tenant, kind_b, id_b, sealed)
+
+    def reseal_record(self, kind: str, record_id: str, sealed: bytes) -> bytes:
+        """Re-encrypt a sealed record under the primary version (rotation). A record
+        already under the primary version is authenticated and returned unchanged."""
+        plaintext = self.open_record(kind, record_id, sealed)
+        if _record.kek_version(bytes(sealed)) == self._primary:
+            return bytes(sealed)
+        return self.seal_record(kind, record_id, plaintext)
+
+    # -- blind index -----------------------------------------------------------
+
+    def blind_index(self, e164: str) -> int:
+        """HMAC-SHA256(BIK, UTF-8 e164) truncated to blind_index_bits.
+
+        e164 must already be normalised: E.164 ("+14155550100", via phonenumbers) for a
+        phone number, a canonical form for other party addresses (SIP URIs, client ids),
+        since differently written forms of one number index differently.
+        """
+        party = check_str(e164, "e164", _blind.MAX_PARTY_BYTES)
+        return _blind.blind_index(self._bik, party, self._bits)
+
+    # -- blobs -----------------------------------------------------------------
+
+    def new_blob(
+        self, object_id: uuid.UUID, *, segment_size_log2: int = DEFAULT_SEGMENT_SIZE_LOG2
+    ) -> tuple[BlobWriter, bytes]:
+        """A writer for a new blob under a fresh random DEK, and that DEK wrapped under the
+        primary KEK version (store it in the key table, never beside the blob)."""
+        check_uuid(object_id, "object_id")
+        check_int(segment_size_log2, "segment_size_log2", MIN_SEGMENT_SIZE_LOG2, MAX_SEGMENT_SIZE_LOG2)
+        version = self._primary
+        dek = os.urandom(_dek.DEK_LEN)
+        wrapped = _dek.wrap(self._keks[version].dek_wrap, self._tenant, object_id.bytes, version, segment_size_log2, dek)
+        writer = BlobWriter._create(dek, self._tenant, object_id.bytes, version, segment_size_log2)
+        return writer, wrapped
+
+    def _unwrap_dek(self, object_id: uuid.UUID, wrapped_dek: object) -> tuple[bytes, bytes, int, int]:
+        check_uuid(object_id, "object_id")
+        wrapped_dek = bytes(as_bytes(wrapped_dek, "wrapped_dek"))
+        version, segment_size_log2 = _dek.parse(wrapped_dek)
+        if not MIN_SEGMENT_SIZE_LOG2 <= segment_size_log2 <= MAX_SEGMENT_SIZE_LOG2:
+            raise DecryptionError()
+        dek = _dek.unwrap(self._kek(version).dek_wrap, self._tenant, object_id.bytes, wrapped_dek)
+        return wrapped_dek, dek, version, segment_size_log2
+
+    def open_blob(self, object_id: uuid.UUID, wrapped_dek: bytes) -> BlobReader:
+        """A reader for a blob; DecryptionError if wrapped_dek is not this tenant's DEK for
+        object_id (or its KEK version was destroyed)."""
+        _, dek, _, segment_size_log2 = self._unwrap_dek(object_id, wrapped_dek)
+        return BlobReader._create(dek, self._tenant, object_id.bytes, segment_size_log2)
+
+    def rewrap_dek(self, object_id: uuid.UUID, wrapped_dek: bytes) -> bytes:
+        """The same DEK wrapped under the primary KEK version (rotation); the blob itself
+        is untouched. A DEK already under the primary version is authenticated and
+        returned unchanged."""
+        wrapped_dek, dek, version, segment_size_log2 = self._unwrap_dek(object_id, wrapped_dek)
+        if version == self._primary:
+            return wrapped_dek
+        primary = self._primary
+        return _dek.wrap(self._keks[primary].dek_wrap, self._tenant, object_id.bytes, primary, segment_size_log2, dek)
