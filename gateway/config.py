@@ -78,7 +78,12 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Sections added by later features register here (see `register_section`).
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=lambda: _Sections())
+
+    def section(self, name: str) -> Any:
+        """A feature's own section (registered with `register_section`); the defaults if
+        the config file had none."""
+        return self.extra[name]
 
     # Derived paths.
     @property
@@ -108,6 +113,14 @@ class Config:
 
 # Feature modules add their own [section] dataclass here, so the loader stays one function.
 _EXTRA_SECTIONS: dict[str, type] = {}
+
+
+class _Sections(dict):
+    """Feature sections; one the config file did not mention reads as its defaults."""
+
+    def __missing__(self, name: str) -> Any:
+        value = self[name] = _EXTRA_SECTIONS[name]()
+        return value
 
 
 def register_section(name: str, cls: type) -> None:

@@ -13,6 +13,7 @@ from types import ModuleType
 
 
 def modules() -> list[ModuleType]:
+    from . import recording_fetch
     from .web import health, hooks, tenant_api
 
-    return [health, tenant_api, hooks]
+    return [health, tenant_api, hooks, recording_fetch]

@@ -75,8 +75,11 @@ async def list_calls(request: web.Request) -> web.Response:
 @routes.get("/v1/calls/{call_id}")
 async def get_call(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
-    call = await services(request).calls.get(principal.tenant_id,
-                                             path_id(request, "call_id", "call"))
+    svc = services(request)
+    call = await svc.calls.get(principal.tenant_id, path_id(request, "call_id", "call"))
+    fetcher = svc.features.get("recording_fetch")
+    if fetcher is not None:
+        call["recording_fetches"] = await fetcher.jobs_for_call(call["id"])
     return json_response(call)
 
 
