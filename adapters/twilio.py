@@ -1,0 +1,385 @@
+"""Twilio Voice: status callbacks, recording status callbacks, and the signature check used
+by the Media Streams WebSocket upgrade (PROTOCOLS.md, "Twilio").
+
+Signature (`X-Twilio-Signature`), step by step, as Twilio's own RequestValidator does it:
+1. Start from the URL Twilio requested, query string included, exactly as written.
+2. Form POST: append name + value for every body parameter, names sorted; a repeated name
+   contributes each of its values, values sorted and de-duplicated.
+   JSON POST: the URL carries `bodySHA256=<hex sha256 of the raw body>`; check that hash
+   and append no parameters. GET (status callbacks may use GET; the Media Streams upgrade
+   always does): no parameters, the query string is already part of the URL.
+3. base64(HMAC-SHA1(auth token, that string)).
+4. Accept if it matches for the URL as given, with its port removed, or with the scheme's
+   default port added (Twilio's own validator tries the last two; the first is implied).
+
+Twilio signs no timestamp. Replays are bounded by the event's own `Timestamp` (RFC 2822)
+against MAX_EVENT_AGE, and inside that window by the dedupe key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+from . import _common as c
+from .events import (
+    CallEvent,
+    Event,
+    MalformedError,
+    RecordingAvailable,
+    SignatureError,
+    WebhookRequest,
+)
+
+NAME = "twilio"
+
+SIGNATURE_HEADER = "x-twilio-signature"
+BODY_HASH_PARAM = "bodySHA256"
+
+# How old an authentic callback may be. Twilio does not retry status callbacks unless the
+# URL carries connection overrides (#rc up to 5 retries within #rt, minutes in total), and
+# its delivery queue is measured in seconds to minutes even during incidents. 24 hours is
+# two orders of magnitude above that, so no genuine late delivery is lost, while a captured
+# callback cannot be replayed after a day; inside the window the dedupe key (which the
+# gateway keeps for at least this long) stops it.
+MAX_EVENT_AGE = timedelta(hours=24)
+
+# A status callback carries about 20-40 parameters; 200 leaves room for every optional
+# one (AMD, SIP headers, Stream params) and stops a parameter flood early.
+MAX_FORM_FIELDS = 200
+# A SHA-1 HMAC is 20 bytes: 28 base64 characters; anything much longer is not a signature.
+MAX_SIGNATURE_CHARS = 64
+
+_ACCOUNT_SID_RE = re.compile(r"AC[0-9a-fA-F]{32}\Z")
+_AUTH_TOKEN_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
+_HEX64_RE = re.compile(r"[0-9a-fA-F]{64}\Z")
+
+# Twilio CallStatus -> canonical status. "initiated" (Twilio has started dialling) is the
+# canonical "queued": the call exists but is not yet ringing.
+STATUS_MAP = {
+    "queued": "queued",
+    "initiated": "queued",
+    "ringing": "ringing",
+    "in-progress": "in-progress",
+    "completed": "completed",
+    "busy": "busy",
+    "failed": "failed",
+    "no-answer": "no-answer",
+    "canceled": "canceled",
+}
+# Twilio Direction -> canonical direction. Elastic SIP Trunking: "originating" calls come
+# from the PSTN into the tenant's PBX (inbound); "terminating" calls go out from it.
+# Values not listed map to None (direction unknown), not to an error.
+DIRECTION_MAP = {
+    "inbound": "inbound",
+    "outbound-api": "outbound",
+    "outbound-dial": "outbound",
+    "trunking-originating": "inbound",
+    "trunking-terminating": "outbound",
+}
+# Technical-only parameters copied to diagnostics. Never Digits, numbers, names, AnsweredBy
+# or free text (ErrorMessage).
+DIAGNOSTIC_PARAMS = ("ErrorCode", "CallbackSource", "SipResponseCode")
+
+_DEFAULT_PORTS = {"https": "443", "wss": "443", "http": "80", "ws": "80"}
+# Recording media is served from Twilio's API hosts (api.twilio.com and regional
+# api.<edge>.<region>.twilio.com); the account's credentials go nowhere else.
+RECORDING_HOSTS = (".twilio.com",)
+_MEDIA_EXTENSIONS = {".wav": "audio/wav", ".mp3": "audio/mpeg"}
+DEFAULT_MEDIA_EXTENSION = ".wav"
+
+Params = dict[str, list[str]]
+
+
+# --- credentials --------------------------------------------------------------------------
+
+
+@c.contained
+def validate_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
+    creds = c.cred_mapping(credentials)
+    return {
+        "account_sid": c.req_cred(creds, "account_sid", pattern=_ACCOUNT_SID_RE),
+        "auth_token": c.req_cred(creds, "auth_token", pattern=_AUTH_TOKEN_RE),
+    }
+
+
+# --- signature ----------------------------------------------------------------------------
+
+
+def _url_variants(url: str) -> list[str]:
+    """The URL as given, without its port, and with the scheme's default port."""
+    variants = [url]
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return variants
+    end = len(rest)
+    for stop in "/?#":
+        index = rest.find(stop)
+        if index != -1:
+            end = min(end, index)
+    netloc, tail = rest[:end], rest[end:]
+    userinfo, at, hostport = netloc.rpartition("@")
+    if hostport.startswith("["):  # IPv6 literal: the port follows "]:"
+        host, _, after = hostport.partition("]")
+        host, port = host + "]", after[1:]
+    elif ":" in hostport:
+        host, _, port = hostport.partition(":")
+    else:
+        host, port = hostport, ""
+    prefix = scheme + "://" + userinfo + at
+    variants.append(prefix + host + tail)
+    default = _DEFAULT_PORTS.get(scheme.lower())
+    if not port and default:
+        variants.append(prefix + host + ":" + default + tail)
+    return list(dict.fromkeys(variants))
+
+
+def _signature_base(url: str, params: Params) -> bytes:
+    parts = [url]
+    for name in sorted(params):
+        for value in sorted(set(params[name])):
+            parts.append(name + value)
+    return "".join(parts).encode("utf-8", "surrogatepass")
+
+
+def compute_signature(auth_token: str, url: str, params: Params) -> str:
+    """base64 HMAC-SHA1 over URL + sorted params (also used by tests and the gateway's
+    signing helpers for local development)."""
+    digest = c.hmac_digest(auth_token.encode("utf-8"), _signature_base(url, params), "sha1")
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _parse_query_pairs(text: str, field: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(
+            text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict"
+        )
+    except ValueError:  # includes UnicodeDecodeError and "too many fields"
+        raise MalformedError(field, "not valid form encoding") from None
+
+
+def _to_params(pairs: list[tuple[str, str]]) -> Params:
+    params: Params = {}
+    for name, value in pairs:
+        params.setdefault(name, []).append(value)
+    return params
+
+
+def _query_of(url: str) -> str:
+    without_fragment = url.partition("#")[0]
+    return without_fragment.partition("?")[2]
+
+
+def _verified_params(request: WebhookRequest, credentials: Mapping[str, Any]) -> Params:
+    """Verify the signature; return the parameters the callback carries."""
+    creds = c.cred_mapping(credentials)
+    token = c.req_cred(creds, "auth_token", max_len=256)
+    method = c.method(request)
+    url = c.request_url(request)
+    body = c.body_bytes(request.body)
+    signature = c.header(request.headers, SIGNATURE_HEADER)
+    if not signature:
+        raise SignatureError("missing_signature")
+    if len(signature) > MAX_SIGNATURE_CHARS or not signature.isascii():
+        raise SignatureError()
+
+    query = _to_params(_parse_query_pairs(_query_of(url), "url"))
+    body_hash = query.get(BODY_HASH_PARAM)
+    if method == "GET":
+        signed: Params = {}
+        params = query
+    elif body_hash is not None:
+        # JSON body: bind the raw bytes through the signed URL's hash, then sign the URL.
+        if len(body_hash) != 1 or not _HEX64_RE.match(body_hash[0]):
+            raise SignatureError()
+        if not c.constant_time_equal(body_hash[0].lower(), c.sha256_hex(body)):
+            raise SignatureError()
+        signed = {}
+        params = {}  # filled from the JSON body once authenticated
+    else:
+        signed = params = _to_params(_parse_query_pairs(c.decode_utf8(body, "body"), "body"))
+
+    ok = False
+    for candidate in _url_variants(url):
+        if c.constant_time_equal(compute_signature(token, candidate, signed), signature):
+            ok = True
+    if not ok:
+        raise SignatureError()
+
+    if method != "GET" and body_hash is not None:
+        params = _json_params(body)
+    return params
+
+
+@c.contained
+def verify(request: WebhookRequest, credentials: Mapping[str, Any], now: datetime | None = None) -> None:
+    """Signature check only (e.g. the Media Streams upgrade: GET on the wss:// URL, no
+    params). Raises SignatureError; Twilio signs no timestamp, so `now` is unused."""
+    _verified_params(request, credentials)
+
+
+def _json_params(body: bytes) -> Params:
+    """A JSON callback's top-level scalar fields, as the form fields they stand for."""
+    doc = c.obj(c.load_json(body), "body")
+    params: Params = {}
+    for name, value in doc.items():
+        if isinstance(value, str):
+            params[name] = [value]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            params[name] = [str(value)]
+    return params
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+
+# Every parameter this adapter reads. A repeated one (with differing values) is ambiguous
+# and refused; repeats of parameters we do not read (e.g. Digits) are signed and ignored.
+READ_PARAMS = (
+    "CallSid", "CallStatus", "Direction", "From", "To", "CallDuration", "Timestamp",
+    "SequenceNumber", "RecordingSid", "RecordingStatus", "RecordingUrl",
+    "RecordingDuration", "RecordingChannels", *DIAGNOSTIC_PARAMS,
+)
+
+
+def _flatten(params: Params) -> dict[str, str]:
+    for name in READ_PARAMS:
+        if len(set(params.get(name, ()))) > 1:
+            raise MalformedError(name, "repeated")
+    return {name: values[0] for name, values in params.items() if name in READ_PARAMS}
+
+
+@c.contained
+def verify_and_parse(
+    request: WebhookRequest, credentials: Mapping[str, Any], now: datetime
+) -> list[Event]:
+    method = c.method(request)
+    if method not in ("POST", "GET"):
+        raise MalformedError("method", "must be POST or GET")
+    now = c.utc(now)
+    params = _verified_params(request, credentials)
+    f = _flatten(params)
+
+    occurred_at = c.opt_time(f, "Timestamp", "Timestamp", c.parse_rfc2822)
+    if occurred_at is not None:
+        c.check_window(occurred_at, now, max_age=MAX_EVENT_AGE)
+
+    call_sid = c.req_id(f, "CallSid", "CallSid")
+    if c.opt_id(f, "RecordingSid", "RecordingSid") is not None:
+        return _recording(f, call_sid, occurred_at)
+    return [_call_event(f, params, call_sid, occurred_at)]
+
+
+def _call_event(
+    f: Mapping[str, str], params: Params, call_sid: str, occurred_at: datetime | None
+) -> CallEvent:
+    raw_status = c.opt_enum(f, "CallStatus", "CallStatus")
+    status = None
+    if raw_status is not None:
+        status = STATUS_MAP.get(raw_status.lower())
+        if status is None:
+            raise MalformedError("CallStatus", "unknown value")
+    raw_direction = c.opt_enum(f, "Direction", "Direction")
+    sequence = c.opt_int(f, "SequenceNumber", "SequenceNumber")
+    if sequence is not None:
+        dedupe = f"{call_sid}:{raw_status or '-'}:{sequence}"
+    else:
+        canonical = json.dumps(sorted((k, sorted(set(v))) for k, v in params.items()))
+        digest = c.sha256_hex(canonical.encode("utf-8", "surrogatepass"))
+        dedupe = f"{call_sid}:{raw_status or '-'}:h{digest[:32]}"
+    diagnostics = {}
+    for name in DIAGNOSTIC_PARAMS:
+        value = c.token_or_none(f.get(name))
+        if value is not None:
+            diagnostics[name] = value
+    return CallEvent(
+        platform=NAME,
+        dedupe_key=dedupe,
+        platform_call_id=call_sid,
+        status=status,
+        direction=DIRECTION_MAP.get(raw_direction.lower()) if raw_direction else None,
+        from_number=c.opt_party(f, "From", "From"),
+        to_number=c.opt_party(f, "To", "To"),
+        occurred_at=occurred_at,
+        duration_seconds=c.opt_int(
+            f, "CallDuration", "CallDuration", maximum=c.MAX_DURATION_SECONDS
+        ),
+        sequence=sequence,
+        diagnostics=diagnostics,
+    )
+
+
+def _recording(f: Mapping[str, str], call_sid: str, occurred_at: datetime | None) -> list[Event]:
+    recording_sid = c.req_id(f, "RecordingSid", "RecordingSid")
+    status = c.opt_enum(f, "RecordingStatus", "RecordingStatus")
+    if status is None or status.lower() != "completed":
+        # in-progress / absent / failed: nothing to download yet or ever.
+        return []
+    url = c.https_url(
+        c.req_str(f, "RecordingUrl", "RecordingUrl", max_len=c.MAX_URL_CHARS),
+        "RecordingUrl",
+    )
+    return [
+        RecordingAvailable(
+            platform=NAME,
+            dedupe_key=f"{recording_sid}:{status.lower()}",
+            platform_call_id=call_sid,
+            platform_recording_id=recording_sid,
+            url=url,
+            content_type=_MEDIA_EXTENSIONS[_extension(url) or DEFAULT_MEDIA_EXTENSION],
+            duration_seconds=c.opt_int(
+                f,
+                "RecordingDuration",
+                "RecordingDuration",
+                maximum=c.MAX_DURATION_SECONDS,
+            ),
+            channels=c.opt_int(
+                f, "RecordingChannels", "RecordingChannels", maximum=2
+            ),
+            occurred_at=occurred_at,
+        )
+    ]
+
+
+def _extension(url: str) -> str | None:
+    path = url.partition("?")[0]
+    for ext in _MEDIA_EXTENSIONS:
+        if path.lower().endswith(ext):
+            return ext
+    return None
+
+
+# --- recording download -------------------------------------------------------------------
+
+
+@c.contained
+def recording_download(
+    recording: RecordingAvailable, credentials: Mapping[str, Any], now: datetime
+) -> tuple[str, dict[str, str]]:
+    """GET RecordingUrl + ".wav" with HTTP Basic AccountSid:AuthToken. Refuses any host that
+    is not Twilio's, so the account credentials can never be sent elsewhere."""
+    creds = c.cred_mapping(credentials)
+    account_sid = c.req_cred(creds, "account_sid", max_len=64)
+    token = c.req_cred(creds, "auth_token", max_len=256)
+    url = c.https_url(recording.url, "recording.url")
+    if not c.host_matches(c.url_host(url), RECORDING_HOSTS):
+        raise MalformedError("recording.url", "not a Twilio API URL")
+    if _extension(url) is None:
+        path, q, query = url.partition("?")
+        url = path + DEFAULT_MEDIA_EXTENSION + q + query
+    basic = base64.b64encode(f"{account_sid}:{token}".encode()).decode("ascii")
+    return url, {"Authorization": f"Basic {basic}"}
+
+
+ADAPTER = c.Adapter(
+    name=NAME,
+    replay_window=MAX_EVENT_AGE + c.MAX_FUTURE_SKEW,
+    validate_credentials=validate_credentials,
+    verify_and_parse=verify_and_parse,
+    recording_download=recording_download,
+)
