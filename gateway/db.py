@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from .tasks import cancel_and_wait
+
 log = logging.getLogger("gateway.db")
 T = TypeVar("T")
 
@@ -105,13 +107,8 @@ class Database:
         return self
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self._reader is not None:
             await self._reader.close()
             self._reader = None

@@ -5,8 +5,9 @@ no id or caller-chosen string reaches a metric label or a log line."""
 
 from __future__ import annotations
 
+import itertools
 import logging
-import secrets
+import os
 import time
 
 from aiohttp import web
@@ -15,6 +16,9 @@ from ..problems import Problem, problem_response
 from .common import services
 
 log = logging.getLogger("gateway.http")
+# Request ids: a per-process prefix and a counter; cheap, unique, and meaningless outside.
+_REQUEST_PREFIX = os.urandom(3).hex()
+_request_counter = itertools.count(1)
 
 
 def route_template(request: web.Request) -> str:
@@ -25,7 +29,7 @@ def route_template(request: web.Request) -> str:
 @web.middleware
 async def problems_and_metrics(request: web.Request, handler) -> web.StreamResponse:
     started = time.perf_counter()
-    request_id = secrets.token_hex(8)
+    request_id = f"{_REQUEST_PREFIX}-{next(_request_counter)}"
     status = 500
     try:
         response = await handler(request)
