@@ -28,6 +28,7 @@ from urllib.parse import parse_qsl
 
 from . import _common as c
 from .events import (
+    TERMINAL_STATUSES,
     CallEvent,
     Event,
     MalformedError,
@@ -297,6 +298,19 @@ def _call_event(
         value = c.token_or_none(f.get(name))
         if value is not None:
             diagnostics[name] = value
+    duration = c.opt_int(f, "CallDuration", "CallDuration", maximum=c.MAX_DURATION_SECONDS)
+    # Twilio's callbacks carry no start or end time of their own, only the event's
+    # Timestamp: a terminal callback's Timestamp is the end, and the start is the end minus
+    # CallDuration; an earlier status callback's Timestamp is a start (the gateway keeps the
+    # earliest known one, so initiated/ringing win over the answer-based estimate).
+    started_at = ended_at = None
+    if occurred_at is not None and status is not None:
+        if status in TERMINAL_STATUSES:
+            ended_at = occurred_at
+            if duration is not None:
+                started_at = occurred_at - timedelta(seconds=duration)
+        else:
+            started_at = occurred_at
     return CallEvent(
         platform=NAME,
         dedupe_key=dedupe,
@@ -306,9 +320,9 @@ def _call_event(
         from_number=c.opt_party(f, "From", "From"),
         to_number=c.opt_party(f, "To", "To"),
         occurred_at=occurred_at,
-        duration_seconds=c.opt_int(
-            f, "CallDuration", "CallDuration", maximum=c.MAX_DURATION_SECONDS
-        ),
+        started_at=started_at,
+        ended_at=ended_at,
+        duration_seconds=duration,
         sequence=sequence,
         diagnostics=diagnostics,
     )

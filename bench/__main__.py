@@ -5,7 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-from . import crypto_bench, ingest_bench, upload_bench
+from . import (
+    audit_bench,
+    crypto_bench,
+    ingest_bench,
+    media_bench,
+    retention_bench,
+    upload_bench,
+)
 
 BENCHES = {
     "ingest": (ingest_bench.run, "webhooks/s full path vs bare aiohttp handler", 0.5),
@@ -13,6 +20,14 @@ BENCHES = {
     # Not a ratio: the target is an absolute bound on memory growth.
     "upload": (upload_bench.run, "peak RSS growth uploading 1 GiB (MiB)",
                lambda r: ("growth < 64 MiB", r["peak_growth_mib"] < 64)),
+    "audit": (audit_bench.run, "audit log appends/s (vs bare INSERTs) and inclusion proofs "
+              "at 1 M entries", audit_bench.target),
+    "retention": (retention_bench.run, "expired calls (with events and recordings) deleted/s,"
+                  " 10% of the store expired; ratio = sweep time of an expired-only store /"
+                  " the full store's", retention_bench.target),
+    "media": (media_bench.run, "concurrent real-time Twilio media streams recorded with zero"
+              " frames lost, vs a bare aiohttp handler that only parses them; WHIP sessions",
+              media_bench.target),
 }
 
 

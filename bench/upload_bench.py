@@ -16,8 +16,9 @@ CHUNK = 256 * 1024
 
 
 async def _upload(gw: GatewayProcess) -> dict[str, float]:
-    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
     from datetime import UTC, datetime
+
+    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 
     tenant = gw.cli("tenant", "create", "--name", "bench")
     auth = {"Authorization": f"Bearer {tenant['api_key']}"}

@@ -8,11 +8,11 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import features
 from .clock import Clock
 from .config import Config, parse_listen
 from .metrics import Metrics
 from .services import GatewayServices, open_services
-from . import features
 from .web.common import SERVICES
 from .web.middleware import problems_and_metrics
 
@@ -25,7 +25,11 @@ CLIENT_MAX_SIZE = 1024 * 1024
 
 def build_app(config: Config, clock: Clock | None = None,
               services: GatewayServices | None = None) -> web.Application:
-    app = web.Application(middlewares=[problems_and_metrics], client_max_size=CLIENT_MAX_SIZE)
+    # Bodies are taken as sent: signatures cover the bytes on the wire, uploads are stored
+    # byte for byte, and an undecodable Content-Encoding can no longer fail inside aiohttp
+    # with a plain-text 400 before our problem+json middleware sees it.
+    app = web.Application(middlewares=[problems_and_metrics], client_max_size=CLIENT_MAX_SIZE,
+                          handler_args={"auto_decompress": False})
     areas = features.modules()
     for area in areas:
         if hasattr(area, "routes"):

@@ -49,6 +49,14 @@ class FileBlobSink:
             self._buffer.clear()
             await asyncio.to_thread(self._file.write, chunk)
 
+    async def sync(self) -> int:
+        """Write out what is buffered and fsync the temp file (a live stream's durability
+        checkpoint). Returns the bytes now durable in the temp file."""
+        await self._flush()
+        if self._file is not None:
+            await asyncio.to_thread(_sync_file, self._file)
+        return self.bytes_written
+
     async def commit(self) -> None:
         await self._flush()
         assert self._file is not None
@@ -68,6 +76,11 @@ def _sync_close_rename(f: BinaryIO, tmp: Path, final: Path) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, final)
     _fsync_dir(final.parent)
+
+
+def _sync_file(f: BinaryIO) -> None:
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _discard(f: BinaryIO | None, tmp: Path) -> None:
@@ -124,6 +137,24 @@ class FileBlobStore:
                     removed = True
                 except FileNotFoundError:
                     pass
+            return removed
+        return await asyncio.to_thread(_delete)
+
+    async def delete_many(self, tenant_id: str, object_ids: list[str]) -> int:
+        """Delete several blobs (and any temp file of theirs) in one thread hop: the
+        retention sweep's batches. Returns how many files existed."""
+        paths = [self._path(tenant_id, o) for o in object_ids]
+        temps = [self.tmp_dir / f"{o}.part" for o in object_ids]
+
+        def _delete() -> int:
+            removed = 0
+            for path, temp in zip(paths, temps, strict=True):
+                for candidate in (path, temp):
+                    try:
+                        candidate.unlink()
+                        removed += 1
+                    except FileNotFoundError:
+                        pass
             return removed
         return await asyncio.to_thread(_delete)
 

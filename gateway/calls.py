@@ -9,8 +9,8 @@ from typing import Any
 
 from adapters.events import CALL_STATUSES
 
-from .db import Database
 from .clock import isoformat
+from .db import Database
 from .ingest import PARTIES_RECORD
 from .keyring import KeyRing
 from .problems import invalid, not_found

@@ -37,6 +37,10 @@ class StorageConfig:
     blob_dir: str = "blobs"
     root_key_file: str = "root.key"
     signing_key_file: str = "signing.key"
+    # One small wrapped key file per tenant (wraps that tenant's key rows). Offboarding
+    # deletes the tenant's file, which is what makes its data in database and blob backups
+    # unreadable: back this directory up apart from them (docs/retention-and-dsr.md).
+    tenant_key_dir: str = "tenant-keys"
     # Longest a webhook waits for its group commit to gather company (milliseconds).
     group_commit_window_ms: float = 2.0
     # Largest number of writes one group commit carries.
@@ -109,6 +113,10 @@ class Config:
     @property
     def signing_key_path(self) -> Path:
         return self.path(self.storage.signing_key_file)
+
+    @property
+    def tenant_key_dir(self) -> Path:
+        return self.path(self.storage.tenant_key_dir)
 
 
 # Feature modules add their own [section] dataclass here, so the loader stays one function.

@@ -170,12 +170,14 @@ class Database:
                       ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         conn = self._writer
         assert conn is not None
-        tx = WriteTx(conn)
         outcomes: list[tuple[bool, Any]] = []
+        callbacks: list[Callable[[], None]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for fn in fns:
                 conn.execute("SAVEPOINT unit")
+                # A fresh view per unit: a unit that rolls back takes its callbacks with it.
+                tx = WriteTx(conn)
                 try:
                     result = fn(tx)
                 except Exception as exc:  # the unit's own failure: undo only its writes
@@ -185,12 +187,13 @@ class Database:
                 else:
                     conn.execute("RELEASE unit")
                     outcomes.append((True, result))
+                    callbacks.extend(tx.after_commit)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return outcomes, tx.after_commit
+        return outcomes, callbacks
 
     # -- reads ----------------------------------------------------------------------------
     async def fetchone(self, sql: str, params: Sequence[Any] | dict = ()) -> sqlite3.Row | None:

@@ -3,7 +3,9 @@
 - `routes`: an aiohttp RouteTableDef added to the app;
 - `async def startup(app, services)`: run after services open, before requests are served
   (start background jobs; register their cleanup with `app.on_cleanup`);
-- `cli_commands`: [(path tuple, configure(parser), async run(args, config) -> exit code)].
+- `cli_commands`: [(path tuple, configure(parser), async run(args, config) -> exit code)];
+- `def register(services)`: called by `open_services` (server and CLI alike) before anything
+  runs: attach hooks such as `recordings.recovery_handlers` and ingest subscribers.
 
 A new area is one module and one line here."""
 
@@ -13,7 +15,10 @@ from types import ModuleType
 
 
 def modules() -> list[ModuleType]:
-    from . import recording_fetch
-    from .web import health, hooks, tenant_api
+    from . import audit, key_rotation, media, recording_fetch, retention, staff_access
+    from .web import access_api, health, hooks, staff_api, tenant_api, transparency_api
+    from .web import keys_api, retention_api, subjects_api
 
-    return [health, tenant_api, hooks, recording_fetch]
+    return [health, audit, tenant_api, hooks, recording_fetch, staff_access, staff_api,
+            access_api, transparency_api,
+            retention, key_rotation, retention_api, subjects_api, keys_api, media]

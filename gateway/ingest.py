@@ -15,6 +15,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import adapters
@@ -40,6 +41,9 @@ PARTIES_RECORD = "call-parties"
 # their parties; a forgotten one only costs one normalise-and-seal again.
 KNOWN_CALLS_CACHE = 50_000
 EVENT_RECORD = "call-event"
+
+_MERGE_COLUMNS = ("id, status, direction, started_at, ended_at, duration_seconds,"
+                  " last_sequence, parties")
 
 # Status order: a later rank never regresses to an earlier one; terminal is final.
 _RANK = {"queued": 0, "ringing": 1, "in-progress": 2}
@@ -77,6 +81,13 @@ class IngestResult:
     duplicates: int = 0
     call_ids: list[str] = field(default_factory=list)
     recordings: list[tuple[str, RecordingAvailable]] = field(default_factory=list)
+    # Every accepted (not duplicate) event with the id of the call it landed on.
+    events: list[tuple[str, Event]] = field(default_factory=list)
+    # Recording announcements that were duplicates, with their call: announced to the
+    # subscribers again (they are idempotent), so a crash between the delivery's commit and
+    # the fetch job's leaves no recording behind once the platform redelivers.
+    redelivered_recordings: list[tuple[str, RecordingAvailable]] = field(
+        default_factory=list)
 
 
 def _dedupe_hash(key: str) -> str:
@@ -111,10 +122,15 @@ class IngestService:
         # Calls known to exist with their parties stored: later events of the same call
         # need no normalising or sealing (most events are status updates of a known call).
         self._calls_with_parties: OrderedDict[tuple[str, str], None] = OrderedDict()
-        # Called after a delivery is durable, with each new recording announcement (the
-        # recording fetch queue subscribes here).
+        # Called after a delivery is durable, with each recording announcement, new or
+        # redelivered (so subscribers must be idempotent; the recording fetch queue
+        # subscribes here).
         self.on_recording_available: list[Callable[[Integration, str, RecordingAvailable],
                                                    Any]] = []
+        # Called after a delivery is durable, with its accepted events and their call ids
+        # (live media answers WhatsApp `connect` offers here). Subscribers must not block:
+        # the platform is still waiting for its 2xx.
+        self.on_events: list[Callable[[Integration, list[tuple[str, Event]]], Any]] = []
 
     async def handle_webhook(self, platform: str, integration_id: str,
                              request: WebhookRequest) -> IngestResult | HandshakeReply:
@@ -136,9 +152,12 @@ class IngestService:
             self.metrics.webhooks.labels(platform, "duplicate").inc()
         else:
             self.metrics.webhooks.labels(platform, "empty").inc()
-        for call_id, recording in result.recordings:
+        for call_id, recording in result.recordings + result.redelivered_recordings:
             for subscriber in self.on_recording_available:
                 await subscriber(integration, call_id, recording)
+        if result.events:
+            for subscriber in self.on_events:
+                await subscriber(integration, result.events)
         return result
 
     async def ingest_events(self, integration: Integration, events: Sequence[Event]
@@ -154,10 +173,12 @@ class IngestService:
             result = IngestResult()
             for item in prepared:
                 seen = tx.fetchone(
-                    "SELECT 1 FROM call_events WHERE integration_id = ? AND dedupe_key = ?",
-                    (integration.id, item.dedupe))
+                    "SELECT call_id FROM call_events WHERE integration_id = ? AND"
+                    " dedupe_key = ?", (integration.id, item.dedupe))
                 if seen is not None:
                     result.duplicates += 1
+                    if isinstance(item.event, RecordingAvailable):
+                        result.redelivered_recordings.append((seen["call_id"], item.event))
                     continue
                 call_id = self._merge_call(tx, ring, integration, item, now)
                 event = item.event
@@ -171,6 +192,7 @@ class IngestService:
                      isoformat(event.occurred_at), item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
+                result.events.append((call_id, event))
                 if isinstance(event, RecordingAvailable):
                     result.recordings.append((call_id, event))
             return result
@@ -212,9 +234,10 @@ class IngestService:
                     item: _PreparedEvent, now_text: str) -> str:
         event = item.event
         row = tx.fetchone(
-            "SELECT id, status, direction, started_at, ended_at, duration_seconds,"
-            " last_sequence, parties FROM calls WHERE integration_id = ? AND"
+            f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
             " platform_call_id = ?", (integration.id, event.platform_call_id))
+        if row is None and event.platform_session_id:
+            row = self._call_by_session(tx, integration, event)
         if not isinstance(event, CallEvent):
             if row is not None:
                 return row["id"]
@@ -229,13 +252,14 @@ class IngestService:
             parties, from_index, to_index = item.new_call_parties
             tx.execute(
                 "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id,"
-                " status, direction, started_at, ended_at, duration_seconds, last_sequence,"
-                " sort_time, parties, from_index, to_index, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " platform_session_id, status, direction, started_at, ended_at,"
+                " duration_seconds, last_sequence, sort_time, parties, from_index, to_index,"
+                " created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (call_id, integration.tenant_id, integration.id, integration.platform,
-                 event.platform_call_id, event.status, event.direction, started, ended,
-                 event.duration_seconds, event.sequence, started or now_text, parties,
-                 from_index, to_index, now_text, now_text))
+                 event.platform_call_id, item.event.platform_session_id, event.status,
+                 event.direction, started, ended, event.duration_seconds, event.sequence,
+                 started or now_text, parties, from_index, to_index, now_text, now_text))
             return call_id
 
         call_id = row["id"]
@@ -246,6 +270,8 @@ class IngestService:
         new_ended = ended or row["ended_at"]
         duration = event.duration_seconds if event.duration_seconds is not None \
             else row["duration_seconds"]
+        if duration is None and new_ended and status in TERMINAL_STATUSES:
+            duration = self._duration_from_answer(tx, call_id, event, new_ended)
         sequence = max(filter(lambda v: v is not None, [row["last_sequence"], event.sequence]),
                        default=None)
         update_parties = row["parties"] is None and (item.from_party or item.to_party)
@@ -257,12 +283,50 @@ class IngestService:
         tx.execute(
             "UPDATE calls SET status = ?, direction = COALESCE(direction, ?), started_at = ?,"
             " ended_at = ?, duration_seconds = ?, last_sequence = ?,"
-            " sort_time = COALESCE(?, sort_time), updated_at = ?"
+            " sort_time = COALESCE(?, sort_time), updated_at = ?,"
+            " platform_session_id = COALESCE(platform_session_id, ?)"
             + (", parties = ?, from_index = ?, to_index = ?" if update_parties else "")
             + " WHERE id = ?",
             (status, event.direction, new_started, new_ended, duration, sequence, new_started,
-             now_text) + parties_values + (call_id,))
+             now_text, event.platform_session_id) + parties_values + (call_id,))
         return call_id
+
+    @staticmethod
+    def _call_by_session(tx: WriteTx, integration: Integration, event: Event) -> Any:
+        """Link an event to a call through the platform's session id when its own call id
+        is unknown. A recording (Vonage announces them per conversation) lands on the
+        conversation's first leg. A call event adopts the placeholder call a recording
+        created before any event of the call arrived (keyed by the session id itself)."""
+        if isinstance(event, RecordingAvailable):
+            return tx.fetchone(
+                f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
+                " platform_session_id = ? ORDER BY created_at, id LIMIT 1",
+                (integration.id, event.platform_session_id))
+        row = tx.fetchone(
+            f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
+            " platform_call_id = ? AND platform_session_id = ? AND status IS NULL",
+            (integration.id, event.platform_session_id, event.platform_session_id))
+        if row is not None:
+            tx.execute("UPDATE calls SET platform_call_id = ? WHERE id = ?",
+                       (event.platform_call_id, row["id"]))
+        return row
+
+    @staticmethod
+    def _duration_from_answer(tx: WriteTx, call_id: str, event: CallEvent,
+                              ended: str) -> int | None:
+        """Seconds from answer to end, for platforms that report no duration (Telnyx):
+        the answer is the earliest 'in-progress' event of the call, whichever order the
+        events arrived in. None when the call was never answered."""
+        answered = isoformat(event.occurred_at) if event.status == "in-progress" else None
+        row = tx.fetchone("SELECT MIN(occurred_at) AS t FROM call_events WHERE call_id = ?"
+                          " AND status = 'in-progress'", (call_id,))
+        candidates = [t for t in (answered, row["t"] if row else None) if t]
+        if not candidates:
+            return None
+        seconds = (datetime.fromisoformat(ended.replace("Z", "+00:00"))
+                   - datetime.fromisoformat(min(candidates).replace("Z", "+00:00"))
+                   ).total_seconds()
+        return int(seconds) if seconds >= 0 else None
 
     @staticmethod
     def _seal_parties(ring: keys.TenantKeys, call_id: str, from_party: str | None,

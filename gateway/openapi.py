@@ -91,6 +91,242 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+# -- staff access, tenant access policy, transparency log (docs/staff-access.md) ------------
+def _staff_access_paths() -> dict[str, dict[str, Any]]:
+    from .diagnostics import json_schema
+
+    SCHEMAS["TechnicalView"] = json_schema()
+    SCHEMAS["AccessRequestCreate"] = {
+        "type": "object", "additionalProperties": False,
+        "required": ["tenant", "scope", "purpose", "reference"],
+        "properties": {
+            "tenant": {"type": "string", "format": "uuid"},
+            "scope": {"oneOf": [
+                {"type": "object", "required": ["calls"], "additionalProperties": False,
+                 "properties": {"calls": {"type": "array", "minItems": 1,
+                                          "items": {"type": "string", "format": "uuid"}}}},
+                {"type": "object", "required": ["window"], "additionalProperties": False,
+                 "properties": {"window": {
+                     "type": "object", "required": ["since", "until"],
+                     "properties": {"since": {"type": "string", "format": "date-time"},
+                                    "until": {"type": "string", "format": "date-time"}}}}}]},
+            "purpose": {"enum": ["operability", "fault_diagnostics", "integration_analysis",
+                                 "legal_request"]},
+            "reference": {"type": "string", "maxLength": 64},
+            "level": {"enum": ["technical", "audio"], "default": "technical"},
+            "duration_seconds": {"type": "integer", "minimum": 60},
+            "single_use": {"type": "boolean", "default": False}}}
+    action = {"enum": ["auto_approve", "require_approval", "deny"]}
+    SCHEMAS["AccessPolicy"] = {
+        "type": "object", "additionalProperties": False, "properties": {
+            "rules": {"type": "object", "description": "{purpose or *: {level or *: action}}",
+                      "additionalProperties": {"type": "object",
+                                               "additionalProperties": action}},
+            "pending_ttl_seconds": {"type": ["integer", "null"], "minimum": 60},
+            "max_grant_seconds": {"type": ["integer", "null"], "minimum": 60}}}
+    SCHEMAS["AccessWebhook"] = {
+        "type": "object", "required": ["url", "secret"], "additionalProperties": False,
+        "properties": {"url": {"type": "string", "format": "uri"},
+                       "secret": {"type": "string", "description": "whsec_<base64>, write-only"}}}
+    staff = dict(auth=STAFF_AUTH, tag="staff")
+    transparency = dict(tag="transparency", errors=("401", "422", "503"))
+    view_ok = {"description": "the technical view (allow-listed fields only)",
+               "content": {"application/json": {"schema": {"$ref": "#/components/schemas/TechnicalView"}}}}
+    technical = op("technical view of one call under an active grant; the read is logged "
+                   "first", errors=("401", "403", "422", "503"),
+                   params=[q("grant", "use this grant id")], **staff)
+    technical["responses"]["200"] = view_ok
+    return {
+        "/v1/staff/access-requests": {
+            "post": op("request access to a tenant's calls", ok="201",
+                       body={"$ref": "#/components/schemas/AccessRequestCreate"},
+                       errors=("400", "401", "413", "415", "422"), **staff),
+            "get": op("this staff member's requests and grants", errors=("401", "422"),
+                      params=[q("state", "pending|approved|denied|expired|revoked|used"),
+                              q("cursor", "next_cursor of the previous page"),
+                              q("limit", "1-200, default 50", {"type": "integer"})], **staff)},
+        "/v1/staff/access-requests/{request_id}": {
+            "parameters": [p("request_id")],
+            "get": op("one of this staff member's requests", **staff)},
+        "/v1/staff/diagnostics/calls/{call_id}": {"parameters": [p("call_id")],
+                                                 "get": technical},
+        "/v1/staff/diagnostics/calls/{call_id}/audio": {
+            "parameters": [p("call_id")],
+            "get": op("a recording of the call under an active audio grant; the read is "
+                      "logged first", ok_description="audio",
+                      errors=("401", "403", "404", "416", "422", "503"),
+                      params=[q("grant", "use this grant id"),
+                              q("recording", "recording id (default: the latest)")], **staff)},
+        "/v1/access-policy": {
+            "get": op("the access policy, its effective matrix and the webhook endpoint",
+                      errors=("401",)),
+            "put": op("set the access policy", body={"$ref": "#/components/schemas/AccessPolicy"},
+                      errors=("400", "401", "413", "415", "422"))},
+        "/v1/access-policy/webhook": {
+            "put": op("set the endpoint notified of requests and decisions (Standard Webhooks)",
+                      body={"$ref": "#/components/schemas/AccessWebhook"},
+                      errors=("400", "401", "413", "415", "422")),
+            "delete": op("stop notifications", ok="204", errors=("401",))},
+        "/v1/access-requests": {"get": op("staff access requests and grants, newest first",
+                                          errors=("401", "422"), params=[
+            q("state", "pending|approved|denied|expired|revoked|used"),
+            q("cursor", "next_cursor of the previous page"),
+            q("limit", "1-200, default 50", {"type": "integer"})])},
+        "/v1/access-requests/{request_id}": {"parameters": [p("request_id")],
+                                             "get": op("one access request")},
+        "/v1/access-requests/{request_id}/approve": {
+            "parameters": [p("request_id")],
+            "post": op("approve a pending request; the grant clock starts now",
+                       errors=("401", "404", "409"))},
+        "/v1/access-requests/{request_id}/deny": {
+            "parameters": [p("request_id")],
+            "post": op("deny a pending request", errors=("401", "404", "409"))},
+        "/v1/grants/{grant_id}/revoke": {
+            "parameters": [p("grant_id")],
+            "post": op("revoke an active grant (effective for the next read)",
+                       errors=("401", "404", "409"))},
+        "/v1/transparency/public-key": {
+            "get": op("the operator's checkpoint key and the verifier key to pin",
+                      tag="transparency", errors=("401",))},
+        "/v1/transparency/checkpoint": {
+            "get": op("the latest signed checkpoint (C2SP signed note); logged", **transparency)},
+        "/v1/transparency/entries": {
+            "get": op("entries [start, end), at most 1000; logged", params=[
+                q("start", "first seq", {"type": "integer"}),
+                q("end", "seq after the last", {"type": "integer"})], **transparency)},
+        "/v1/transparency/proofs/inclusion": {
+            "get": op("RFC 9162 inclusion proof of entry index in the tree of size; logged",
+                      params=[q("index", "entry seq", {"type": "integer"}),
+                              q("size", "tree size", {"type": "integer"})], **transparency)},
+        "/v1/transparency/proofs/consistency": {
+            "get": op("RFC 9162 consistency proof from size old to size new; logged",
+                      params=[q("old", "older tree size", {"type": "integer"}),
+                              q("new", "newer tree size", {"type": "integer"})],
+                      **transparency)},
+        "/v1/transparency/export": {
+            "get": op("bundle of all entries and checkpoints for `gateway audit verify "
+                      "--bundle`; logged", **transparency)},
+    }
+
+
+PATHS.update(_staff_access_paths())
+
+
+# -- retention, legal holds, data-subject requests, keys (docs/retention-and-dsr.md) --------
+def _retention_paths() -> dict[str, dict[str, Any]]:
+    classes = ["call_metadata", "call_events", "recordings", "diagnostics", "audit"]
+    SCHEMAS["RetentionPolicy"] = {
+        "type": "object", "additionalProperties": False,
+        "description": "days per data class; a class left out (or null) uses the operator"
+                       " default. Out of the operator's bounds: 422 naming the bound.",
+        "properties": {c: {"type": ["integer", "null"], "minimum": 0} for c in classes}}
+    SCHEMAS["LegalHoldCreate"] = {
+        "type": "object", "required": ["scope", "reason"], "additionalProperties": False,
+        "properties": {"scope": {"enum": ["tenant", "call", "phone_number"]},
+                       "call_id": {"type": "string", "format": "uuid"},
+                       "phone_number": {"type": "string", "description": "any formatting"},
+                       "reason": {"type": "string", "maxLength": 500},
+                       "ends_at": {"type": "string", "format": "date-time"}}}
+    SCHEMAS["SubjectRequest"] = {
+        "type": "object", "required": ["phone_number"],
+        "properties": {"phone_number": {"type": "string", "description": "any formatting;"
+                                        " normalised to E.164"},
+                       "corrected_number": {"type": "string", "description": "rectify only"},
+                       "lift": {"type": "boolean", "description": "restrict only: lift it"}}}
+    subject = {"$ref": "#/components/schemas/SubjectRequest"}
+    body_errors = ("400", "401", "413", "415", "422")
+
+    def dsr(summary: str) -> dict[str, Any]:
+        return {"post": op(summary, body=subject, errors=body_errors, tag="subjects")}
+
+    return {
+        "/v1/retention": {
+            "get": op("the effective retention policy, its defaults and the operator bounds",
+                      errors=("401",), tag="retention"),
+            "put": op("set days per data class (PUT: classes left out use the default)",
+                      body={"$ref": "#/components/schemas/RetentionPolicy"},
+                      errors=body_errors, tag="retention")},
+        "/v1/retention/preview": {
+            "get": op("what the next sweep would delete, per class, and what it keeps",
+                      errors=("401",), tag="retention")},
+        "/v1/legal-holds": {
+            "post": op("hold the tenant, a call or a phone number: held data is never deleted",
+                       ok="201", body={"$ref": "#/components/schemas/LegalHoldCreate"},
+                       errors=("400", "401", "404", "413", "415", "422"), tag="retention"),
+            "get": op("legal holds, active and released", errors=("401",), tag="retention")},
+        "/v1/legal-holds/{hold_id}": {
+            "parameters": [p("hold_id")],
+            "get": op("one legal hold", errors=("401", "404"), tag="retention"),
+            "delete": op("release a hold: its data becomes eligible for deletion again",
+                         ok="204", errors=("401", "404"), tag="retention")},
+        "/v1/subjects/search": dsr("calls where the number is a party"),
+        "/v1/subjects/export": dsr("a JSON bundle (streamed) of the calls, events and "
+                                   "recordings (base64) where the number is a party"),
+        "/v1/subjects/erase": dsr("delete the calls where the number is a party; held "
+                                  "calls are reported, not deleted"),
+        "/v1/subjects/restrict": dsr("restrict (or lift) processing of those calls"),
+        "/v1/subjects/rectify": dsr("replace the number by corrected_number in those calls"),
+        "/v1/subjects/requests": {
+            "get": op("data-subject requests, newest first", errors=("401", "422"),
+                      params=[q("limit", "1-500, default 100", {"type": "integer"})],
+                      tag="subjects")},
+        "/v1/subjects/requests/{request_id}": {
+            "parameters": [p("request_id")],
+            "get": op("one request: status, due date and receipt", errors=("401", "404"),
+                      tag="subjects")},
+        "/v1/keys": {
+            "get": op("key versions and the latest rotation", errors=("401",), tag="keys")},
+        "/v1/keys/rotate": {
+            "post": op("add a key version; a background job rewraps and reseals, then "
+                       "destroys the old version", ok="202", errors=("401", "409"),
+                       tag="keys")},
+        "/v1/keys/rotation": {
+            "get": op("the latest rotation and its progress", errors=("401", "404"),
+                      tag="keys")},
+    }
+
+
+PATHS.update(_retention_paths())
+
+
+# -- live audio (docs/live-audio.md) ---------------------------------------------------------
+def _live_audio_paths() -> dict[str, dict[str, Any]]:
+    ingest = [{"ingestToken": []}]
+    sdp = {"type": "string", "description": "SDP offer (RFC 8866)"}
+    whip_post = op("WHIP (RFC 9725): publish audio; answers 201 with the SDP answer and a "
+                   "Location to DELETE. OPTIONS answers Accept-Post: application/sdp",
+                   auth=ingest, ok="201", ok_description="SDP answer (recvonly)",
+                   body=sdp, content="application/sdp",
+                   errors=("400", "401", "404", "413", "415", "503"), tag="platform")
+    whip_post["responses"]["201"]["headers"] = {
+        "Location": {"schema": {"type": "string"}, "description": "the session URL"}}
+    return {
+        "/v1/media/{platform}/{integration_id}": {
+            "parameters": [p("platform"), p("integration_id")],
+            "get": op("media WebSocket (twilio|telnyx|vonage): upgrade authenticated by the "
+                      "platform's signature (Twilio, Vonage) or an ingest token (Telnyx: "
+                      "?token= or bearer); audio recorded live; bad frames close 1007/1008",
+                      auth=None, ok="101", ok_description="switching protocols",
+                      errors=("404", "426"), tag="platform")},
+        "/v1/whip/{integration_id}": {"parameters": [p("integration_id")], "post": whip_post},
+        "/v1/whip/{integration_id}/{session_id}": {
+            "parameters": [p("integration_id"), p("session_id")],
+            "delete": op("end a WHIP session; its recording is finished", auth=ingest,
+                         errors=("401", "404"), tag="platform")},
+        "/v1/integrations/{integration_id}/ingest-tokens": {
+            "parameters": [p("integration_id")],
+            "post": op("create an ingest token (shown once) for Telnyx media and WHIP",
+                       ok="201", errors=("401", "404", "409")),
+            "get": op("list ingest tokens (ids and times, never the secret)",
+                      errors=("401", "404"))},
+        "/v1/integrations/{integration_id}/ingest-tokens/{token_id}": {
+            "parameters": [p("integration_id"), p("token_id")],
+            "delete": op("revoke an ingest token", ok="204", errors=("401", "404"))},
+    }
+
+
+PATHS.update(_live_audio_paths())
+
 def document() -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
@@ -102,4 +338,6 @@ def document() -> dict[str, Any]:
                 "tenantKey": {"type": "http", "scheme": "bearer",
                               "description": "tenant API key (vgw_...)"},
                 "staffToken": {"type": "http", "scheme": "bearer",
-                               "description": "staff token (vgws_...)"}}}}
+                               "description": "staff token (vgws_...)"},
+                "ingestToken": {"type": "http", "scheme": "bearer",
+                                "description": "per-integration ingest token (vgwi_...)"}}}}

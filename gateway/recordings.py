@@ -15,6 +15,7 @@ the retention sweep later) removes its key, blob and row. Readers only ever see
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -88,6 +89,14 @@ class RecordingWriter:
         if time.monotonic() >= self._next_renewal:
             self._next_renewal = time.monotonic() + LEASE_RENEW_SECONDS
             await self.service._renew_lease(self.id)
+
+    async def sync(self) -> int:
+        """Make what the blob format has released so far durable in the temp blob (a live
+        stream's checkpoint); returns the durable ciphertext length. The segment the blob
+        writer holds back is not included."""
+        if self.closed:
+            raise RuntimeError("recording writer is closed")
+        return await self._sink.sync()
 
     async def finish(self, content_type: str | None, *, state: str = "available",
                      stats: dict[str, Any] | None = None,
@@ -209,12 +218,22 @@ class RecordingService:
         ring = await self.keyring.for_tenant(tenant_id)
         meta = json.loads(ring.open_record(META_RECORD, row["id"], bytes(row["meta"])))
         reader = ring.open_blob(uuid.UUID(row["id"]), bytes(row["wrapped"]))
-        length = int(meta["length"])
+        # A recording written as a stream may carry a `prefix` in its sealed metadata: bytes
+        # served before the blob's plaintext (live audio: the WAV header, known only at the
+        # end, while the blob is append-only). The served length includes it.
+        prefix = base64.b64decode(meta["prefix"]) if meta.get("prefix") else b""
+        blob_length = int(meta["length"])
+        length = len(prefix) + blob_length
 
         async def iterate(start: int, end: int) -> AsyncIterator[bytes]:
+            if start < len(prefix):
+                yield prefix[start:min(end, len(prefix))]
+            start, end = max(0, start - len(prefix)), max(0, end - len(prefix))
+            if prefix and end <= start:
+                return
             fileobj = await self.blobs.open(tenant_id, recording_id)
             try:
-                pieces = reader.read_range(fileobj, length, start, end)
+                pieces = reader.read_range(fileobj, blob_length, start, end)
                 while True:
                     piece = await asyncio.to_thread(next, pieces, None)
                     if piece is None:

@@ -72,14 +72,22 @@ async def open_services(config: Config, clock: Clock | None = None,
                         max_batch=config.storage.group_commit_max_batch).open()
     blobs = FileBlobStore(config.blob_dir)
     blobs.setup()
-    keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits)
+    keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits,
+                      tenant_key_dir=config.tenant_key_dir)
     integrations = IntegrationService(
         db, keyring, clock, public_base_url=config.server.public_base_url,
         cache_seconds=config.limits.credential_cache_seconds)
     ingest = IngestService(db, keyring, integrations, clock, metrics,
                            default_region=config.privacy.default_region)
-    return GatewayServices(
+    services = GatewayServices(
         config=config, clock=clock, metrics=metrics, db=db, root=root, keyring=keyring,
         blobs=blobs, integrations=integrations, ingest=ingest,
         calls=CallService(db, keyring),
         recordings=RecordingService(db, keyring, blobs, clock, metrics))
+    # Hooks that must be in place before anything runs (recovery handlers, ingest
+    # subscribers), in the server and the CLI alike.
+    from . import features
+    for area in features.modules():
+        if hasattr(area, "register"):
+            area.register(services)
+    return services

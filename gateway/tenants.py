@@ -24,6 +24,7 @@ TENANT_TOKEN_PREFIX = "vgw"
 STAFF_TOKEN_PREFIX = "vgws"
 _TOKEN_RE = re.compile(r"^(vgws?)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 NAME_MAX = 100
+_LONG_DIGITS_RE = re.compile(r"[0-9][0-9 .()-]{5,}[0-9]")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")
 
 
@@ -57,6 +58,9 @@ def _split_token(token: str, prefix: str) -> tuple[str, bytes] | None:
 def validate_name(name: object, field: str = "name") -> str:
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise invalid(field, "1-100 letters, digits, space, dot, dash or underscore")
+    # Names end up in audit entries, which refuse anything that looks like a phone number.
+    if _LONG_DIGITS_RE.search(name):
+        raise invalid(field, "must not contain a run of 7 or more digits")
     return name
 
 

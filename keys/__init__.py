@@ -20,11 +20,13 @@ from ._tenant import (
     open_tenant_keys,
     sealed_version,
 )
+from ._tenant_root import TenantRootKey
 
 __all__ = [
     "DecryptionError",
     "RootKeyProvider",
     "FileRootKeyProvider",
+    "TenantRootKey",
     "WrappedKey",
     "TenantKeys",
     "new_tenant_keys",

@@ -315,6 +315,51 @@ class BlobReader:
         )
 
 
+    def reseal_truncated(self, fileobj: BinaryIO, durable_length: int) -> tuple[int, bytes, int] | None:
+        """Turn the durable part of a blob whose writer never called finalize() (a crashed
+        live stream) into a valid shorter blob.
+
+        ``durable_length`` is how many leading bytes of the file are known durable (its
+        writer fsync'd them). The whole segments among them are kept, and the last kept one
+        is re-encrypted under its "last" nonce. Returns ``(keep, tail, plaintext_length)``:
+        truncate the file to ``keep`` bytes and append ``tail``. None when no whole segment
+        is durable (nothing to keep). DecryptionError if the header or that segment fails.
+
+        Nonce safety: BlobWriter uses segment i's "last" nonce only inside finalize(), and
+        only for a segment it never released as "not last"; the segments counted here were
+        all released as "not last", so their "last" nonces are unused. Running this twice
+        re-encrypts the same plaintext under the same nonce: the same bytes, nothing leaked.
+        """
+        check_int(durable_length, "durable_length", 0, 2**63 - 1)
+        size = 1 << self._log2
+        whole = (durable_length - HEADER_LEN) // (size + _TAG_LEN) if durable_length > HEADER_LEN else 0
+        if whole == 0:
+            return None
+        fileobj.seek(0)
+        header = _read_exact(fileobj, HEADER_LEN)
+        if len(header) != HEADER_LEN:
+            raise DecryptionError()
+        body = header[: _HEADER.size]
+        key, commitment = _derive(self._dek, body)
+        ok = hmac.compare_digest(body[:_BOUND_LEN], self._bound)
+        ok &= hmac.compare_digest(header[_HEADER.size :], commitment)
+        if not ok:
+            raise DecryptionError()
+        aead = AESGCM(key)
+        prefix = body[75:82]
+        index = whole - 1
+        offset = HEADER_LEN + index * (size + _TAG_LEN)
+        fileobj.seek(offset)
+        data = _read_exact(fileobj, size + _TAG_LEN)
+        if len(data) != size + _TAG_LEN:
+            raise DecryptionError()
+        try:
+            plaintext = aead.decrypt(prefix + _COUNTER.pack(index, False), data, None)
+        except InvalidTag:
+            raise DecryptionError() from None
+        return offset, aead.encrypt(prefix + _COUNTER.pack(index, True), plaintext, None), whole * size
+
+
 def _read_exact(fileobj: BinaryIO, n: int) -> bytes:
     data = fileobj.read(n)
     if data is None:

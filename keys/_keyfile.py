@@ -51,11 +51,14 @@ def create_key_file(path: str | os.PathLike[str], content: bytes, what: str) -> 
 
 
 def read_key_file(
-    path: str | os.PathLike[str], magic: bytes, version: int, key_length: int, what: str
+    path: str | os.PathLike[str], magic: bytes, version: int, key_length: int | None, what: str,
+    *, max_length: int = 0,
 ) -> bytes:
     """Return the key bytes of a key file, or raise ValueError naming the path.
 
-    Messages name the path and the problem, never any byte of the file.
+    ``key_length=None`` accepts 1 to ``max_length`` key bytes (a key wrapped by a provider
+    whose ciphertext size is not fixed). Messages name the path and the problem, never
+    any byte of the file.
     """
     path = os.fspath(path)
     try:
@@ -76,6 +79,13 @@ def read_key_file(
                 f"{what} file {path} has permissions {mode:04o}, wider than 0600; "
                 f"run: chmod 600 {path}"
             )
+        if key_length is None:
+            if not len(magic) + 1 < st.st_size <= len(magic) + 1 + max_length:
+                raise ValueError(
+                    f"{what} file {path} is {st.st_size} bytes, expected at most "
+                    f"{len(magic) + 1 + max_length}"
+                )
+            key_length = st.st_size - len(magic) - 1
         expected = len(magic) + 1 + key_length
         if st.st_size != expected:
             raise ValueError(

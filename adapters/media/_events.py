@@ -41,7 +41,7 @@ class StreamStart:
     tracks: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)   # not frozen: built 50 times a second per stream, kept by no one
 class MediaChunk:
     """One piece of audio of one track. `sequence` is the per-track chunk number where the
     platform numbers chunks, `timestamp_ms` the position since the stream started."""

@@ -64,6 +64,18 @@ class ReorderBuffer(Generic[T]):
         self._held[sequence] = item
         return self._release(force=len(self._held) > self.window)
 
+    def next_in_order(self, sequence: int) -> bool:
+        """The common case without allocation: True when `sequence` is the very next one and
+        nothing is held; it then counts as received and released, and the caller uses it
+        directly. False: use push()."""
+        if sequence == self._expected and not self._held:
+            self._expected = sequence + 1
+            self.received += 1
+            if sequence > self._highest:
+                self._highest = sequence
+            return True
+        return False
+
     def flush(self) -> list[tuple[int, T]]:
         """Release everything held (the stream ended): holes between held chunks are lost."""
         out: list[tuple[int, T]] = []

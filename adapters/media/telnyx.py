@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _common as c
 from ._events import AMR_WB, G722, L16BE, OPUS, PCMA, PCMU, StreamStart, invalid, policy
-from ._jsonstream import JsonStreamParser, read_tracks
+from ._jsonstream import JsonStreamParser, fast_media_pattern, read_tracks
 
 NAME = "telnyx"
 ENCODINGS = {"PCMU": PCMU, "PCMA": PCMA, "L16": L16BE, "G722": G722, "OPUS": OPUS,
@@ -27,6 +27,7 @@ class TelnyxMediaParser(JsonStreamParser):
     platform = NAME
     stream_id_key = "stream_id"
     notices = frozenset({"mark", "dtmf", "error"})
+    fast_media = fast_media_pattern("sequence_number", "stream_id")
 
     def _start(self, doc: dict[str, Any]) -> StreamStart:
         start = c.obj(doc, "start")

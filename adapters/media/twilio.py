@@ -14,7 +14,7 @@ from typing import Any
 
 from . import _common as c
 from ._events import PCMU, StreamStart, invalid, policy
-from ._jsonstream import JsonStreamParser, read_tracks
+from ._jsonstream import JsonStreamParser, fast_media_pattern, read_tracks
 
 NAME = "twilio"
 # Twilio streams 8 kHz mono mu-law and nothing else (mediaFormat is informative).
@@ -25,6 +25,7 @@ class TwilioMediaParser(JsonStreamParser):
     platform = NAME
     stream_id_key = "streamSid"
     notices = frozenset({"mark", "dtmf"})
+    fast_media = fast_media_pattern("sequenceNumber", "streamSid")
 
     def __init__(self, account_sid: str | None = None) -> None:
         super().__init__()

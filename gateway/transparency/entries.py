@@ -116,6 +116,8 @@ _SEPARATORS = frozenset(" -./()+\u2010\u2011\u2012\u2013\u2014\u2015\u2212")
 # ITU-T E.164 numbers have at most 15 digits and national significant numbers rarely
 # fewer than 7 (short codes and extensions aside); 7 is the rule's threshold.
 PHONE_MIN_DIGITS = 7
+# At least PHONE_MIN_DIGITS ASCII digits anywhere (the classes are disjoint: linear time).
+_ENOUGH_DIGITS = re.compile(rf"(?:[^0-9]*[0-9]){{{PHONE_MIN_DIGITS}}}")
 
 
 def _is_sep(ch: str) -> bool:
@@ -133,7 +135,13 @@ def find_phone_like(text: str) -> str | None:
     are skipped whole. Dotted IPv4 addresses *are* flagged: they are personal data and
     have no place in an audit entry either.
     """
+    # Fast path (most strings): ASCII with fewer digits than a run needs, before or after
+    # the safe tokens (UUIDs, dates) are masked, cannot hold a phone-like run.
+    if text.isascii() and _ENOUGH_DIGITS.match(text) is None:
+        return None
     masked = _SAFE_TOKENS.sub(lambda m: "x" * len(m.group()), text)
+    if masked.isascii() and _ENOUGH_DIGITS.match(masked) is None:
+        return None
     n = len(masked)
     i = 0
     run_start = -1

@@ -54,11 +54,21 @@ async def read_body(request: web.Request, limit: int) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise too_large(limit)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(64 * 1024):
+    async for chunk in body_chunks(request):
         body += chunk
         if len(body) > limit:
             raise too_large(limit)
     return bytes(body)
+
+
+async def body_chunks(request: web.Request, size: int = 64 * 1024):
+    """The body as a stream of chunks. A body aiohttp cannot decode (e.g. `Content-Encoding:
+    gzip` over bytes that are not gzip) is the sender's fault: 400, not 500."""
+    try:
+        async for chunk in request.content.iter_chunked(size):
+            yield chunk
+    except web.RequestPayloadError:
+        raise Problem(400, "malformed-body", "the request body could not be read") from None
 
 
 async def read_json(request: web.Request, limit: int) -> Any:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from ..calls import parse_time_param
 from ..problems import Problem, invalid, not_found
-from .common import json_response, query_int, read_json, require_tenant, services
+from .common import body_chunks, json_response, query_int, read_json, require_tenant, services
 
 routes = web.RouteTableDef()
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -100,7 +100,7 @@ async def upload_recording(request: web.Request) -> web.Response:
         raise invalid("Content-Type", "not a media type")
     recording = await svc.recordings.store_stream(
         principal.tenant_id, call_id, content_type,
-        request.content.iter_chunked(64 * 1024), source="upload", max_bytes=limit)
+        body_chunks(request), source="upload", max_bytes=limit)
     return json_response(recording, status=201,
                          headers={"Location": f"/v1/recordings/{recording['id']}"})
 

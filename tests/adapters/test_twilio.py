@@ -238,7 +238,11 @@ def test_status_callback_sequence():
         status="completed", direction="outbound", from_number="+14155550100",
         to_number="+14155550199", occurred_at=NOW, duration_seconds=42, sequence=3,
         diagnostics={"CallbackSource": "call-progress-events"},
+        started_at=NOW - timedelta(seconds=42), ended_at=NOW,
     )
+    # Non-terminal callbacks carry their Timestamp as a start; the gateway keeps the earliest.
+    assert [e.started_at for e in events[:3]] == [NOW] * 3
+    assert [e.ended_at for e in events[:3]] == [None] * 3
 
 
 def test_redelivery_has_same_dedupe_key():

@@ -113,7 +113,6 @@ async def test_out_of_order_events_never_regress_status(gateway):
 
 async def test_bad_input_gets_problem_json_and_changes_nothing(gateway):
     tenant, secret, integration = await setup_standard(gateway)
-    path = f"/v1/hooks/standard/{integration['id']}"
     # Signed but not JSON / wrong schema: the parser's error names the field.
     for raw in (b"not json", b'{"type": "call.updated", "data": {"status": "weird"}}',
                 b"[]", b'{"type": 5}'):

@@ -1,0 +1,203 @@
+"""Key rotation over HTTP: a new version, a background rewrap and reseal that never touches
+audio, visible progress, and destruction of the old version once nothing uses it."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import keys
+from gateway.key_rotation import SealedColumn, get_key_service, register_sealed_column
+from tests.retention.helpers import make_env
+
+AUDIO = b"\x00\x01audio-bytes-that-must-not-change" * 3000
+
+
+async def _populate(env):
+    a = await env.call("a", from_number="+14155550100")
+    await env.event("a", "in-progress")
+    rec = await env.recording(a, AUDIO)
+    await env.request("POST", "/v1/legal-holds", json={
+        "scope": "phone_number", "phone_number": "+14155550177", "reason": "kept"})
+    await env.request("POST", "/v1/subjects/search", json={"phone_number": "+14155550100"})
+    return a, rec
+
+
+async def _versions(gateway, tenant_id) -> dict[str, set[int]]:
+    """The KEK version of every sealed value of the tenant, by column."""
+    db = gateway.services.db
+    out = {}
+    for table, column in [("integrations", "credentials"), ("calls", "parties"),
+                          ("call_events", "body"), ("recordings", "meta"),
+                          ("legal_holds", "number_sealed"), ("legal_holds", "reason"),
+                          ("subject_requests", "subject"), ("blob_keys", "wrapped")]:
+        rows = await db.fetchall(f"SELECT {column} FROM {table} WHERE tenant_id = ? AND"
+                                 f" {column} IS NOT NULL", (tenant_id,))
+        out[f"{table}.{column}"] = {keys.sealed_version(bytes(r[0])) for r in rows}
+    return out
+
+
+async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
+    env = await make_env(gateway)
+    other = await make_env(gateway, "other")
+    call_id, rec = await _populate(env)
+    await other.call("x")
+    blob_before = env.blob_path(rec).read_bytes()
+    service = get_key_service(gateway.services)
+    await service.stop()  # drive the job by hand
+
+    code, status, _ = await env.request("GET", "/v1/keys")
+    assert code == 200 and status["versions"] == [1] and status["rotation"] is None
+    assert status["tenant_root_key"] is True
+    code, rotation, headers = await env.request("POST", "/v1/keys/rotate")
+    assert code == 202 and rotation["to_version"] == 2 and rotation["state"] == "rewrapping"
+    code, problem, _ = await env.request("POST", "/v1/keys/rotate")
+    assert code == 409 and problem["rotation_id"] == rotation["id"]
+    # New data is sealed under the new version at once.
+    new_call = await env.call("b")
+    row = await gateway.services.db.fetchone("SELECT parties FROM calls WHERE id = ?",
+                                             (new_call,))
+    assert keys.sealed_version(bytes(row[0])) == 2
+
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    assert rotation["state"] == "waiting"
+    assert rotation["progress"]["percent"] == 100
+    assert rotation["progress"]["sources"]["blob_keys.wrapped"]["resealed"] == 1
+    assert rotation["progress"]["sources"]["calls.parties"]["resealed"] == 1
+    assert all(v <= {2} for v in (await _versions(gateway, env.tenant.id)).values())
+    # Inside the grace time the old version still exists.
+    code, status, _ = await env.request("GET", "/v1/keys")
+    assert status["versions"] == [1, 2]
+
+    gateway.clock.advance(seconds=service.cfg.grace_seconds + 1)
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    assert rotation["state"] == "completed" and rotation["destroyed_versions"] == [1]
+    code, status, _ = await env.request("GET", "/v1/keys")
+    assert status["versions"] == [2] and status["primary_version"] == 2
+
+    # Audio untouched, everything still readable, the integration still verifies.
+    assert env.blob_path(rec).read_bytes() == blob_before
+    code, audio, _ = await env.request("GET", f"/v1/recordings/{rec}/audio")
+    assert code == 200 and audio == AUDIO
+    code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")
+    assert call["from"] == "+14155550100" and len(call["events"]) == 2
+    gateway.services.integrations._cache.clear()
+    await env.event("a", "completed")
+    code, holds, _ = await env.request("GET", "/v1/legal-holds")
+    assert holds["items"][0]["phone_number"] == "+14155550177"
+    code, requests, _ = await env.request("GET", "/v1/subjects/requests")
+    assert requests["items"][0]["phone_number"] == "+14155550100"
+    # The other tenant was not part of it.
+    code, status, _ = await other.request("GET", "/v1/keys")
+    assert status["versions"] == [1]
+    # Key events in the audit log.
+    events = [e for e in await env.audit_entries() if e["kind"] == "key_event"]
+    assert [e["outcome"] for e in events] == ["rotation_started", "versions_destroyed"]
+    assert events[1]["details"]["destroyed_versions"] == [1]
+    # And again: version 3.
+    code, rotation, _ = await env.request("POST", "/v1/keys/rotate")
+    assert code == 202 and rotation["to_version"] == 3
+
+
+async def test_late_old_version_writes_get_another_pass(gateway):
+    env = await make_env(gateway)
+    call_id, _ = await _populate(env)
+    service = get_key_service(gateway.services)
+    await service.stop()
+    stale_ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    await env.request("POST", "/v1/keys/rotate")
+    await service.run_pending()
+    # A process that had not switched yet writes under version 1 during the grace time.
+    late = stale_ring.seal_record("call-parties", call_id, json.dumps(
+        {"from": "+14155550100", "to": "+14155550199"}).encode())
+    await gateway.services.db.write(lambda tx: tx.execute(
+        "UPDATE calls SET parties = ? WHERE id = ?", (late, call_id)))
+    gateway.clock.advance(seconds=service.cfg.grace_seconds + 1)
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    assert rotation["state"] == "completed" and rotation["progress"]["pass"] == 2
+    code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")
+    assert code == 200 and call["from"] == "+14155550100"
+
+
+async def test_unknown_ciphertext_blocks_destruction(gateway):
+    env = await make_env(gateway)
+    await _populate(env)
+    service = get_key_service(gateway.services)
+    await service.stop()
+    ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    table = f"widgets_{uuid.uuid4().hex[:8]}"
+    sealed = ring.seal_record("widget", "w1", b"secret")
+    await gateway.services.db.write(lambda tx: (
+        tx.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, tenant_id TEXT, secret BLOB)"),
+        tx.execute(f"INSERT INTO {table} VALUES ('w1', ?, ?)", (env.tenant.id, sealed))))
+    await env.request("POST", "/v1/keys/rotate")
+    await service.run_pending()
+    gateway.clock.advance(seconds=service.cfg.grace_seconds + 1)
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    assert rotation["state"] == "blocked" and f"{table}.secret" in rotation["detail"]
+    code, status, _ = await env.request("GET", "/v1/keys")
+    assert status["versions"] == [1, 2]
+    # Once the feature registers its column, the next attempt (after the lease) finishes.
+    register_sealed_column(SealedColumn(table, "secret", "widget"))
+    gateway.clock.advance(seconds=service.cfg.lease_seconds + 1)
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    assert rotation["state"] == "completed", rotation   # a new pass picked the column up
+    assert rotation["progress"]["sources"][f"{table}.secret"]["resealed"] == 1
+    row = await gateway.services.db.fetchone(f"SELECT secret FROM {table}")
+    ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    assert ring.open_record("widget", "w1", bytes(row[0])) == b"secret"
+
+
+def test_tenant_root_key_file(tmp_path):
+    import os
+
+    import pytest
+    root = keys.FileRootKeyProvider.create(tmp_path / "root.key")
+    tenant, other = uuid.uuid4(), uuid.uuid4()
+    path = tmp_path / "t.key"
+    created = keys.TenantRootKey.create(path, root, tenant)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    with pytest.raises(FileExistsError):
+        keys.TenantRootKey.create(path, root, tenant)
+    rows = keys.new_tenant_keys(created, tenant)
+    loaded = keys.TenantRootKey.load(path, root, tenant)
+    ring = keys.open_tenant_keys(loaded, tenant, rows)
+    assert ring.versions == (1,)
+    # Bound to the tenant and to the root key; the root alone opens nothing.
+    with pytest.raises(keys.DecryptionError):
+        keys.TenantRootKey.load(path, root, other)
+    with pytest.raises(keys.DecryptionError):
+        keys.TenantRootKey.load(path, keys.FileRootKeyProvider.create(tmp_path / "r2"), tenant)
+    with pytest.raises(keys.DecryptionError):
+        keys.open_tenant_keys(root, tenant, rows)
+    assert keys.TenantRootKey.destroy(path) is True and not path.exists()
+    assert keys.TenantRootKey.destroy(path) is False
+    with pytest.raises(ValueError, match="does not exist"):
+        keys.TenantRootKey.load(path, root, tenant)
+
+
+async def test_other_processes_pick_up_a_rotation_within_the_ring_cache_time(gateway):
+    from gateway.services import open_services
+    env = await make_env(gateway)
+    await env.call()
+    second = await open_services(gateway.config, gateway.clock)
+    try:
+        stale = await second.keyring.for_tenant(env.tenant.id)
+        assert stale.primary_version == 1
+        service = get_key_service(gateway.services)
+        await service.stop()
+        await env.request("POST", "/v1/keys/rotate")
+        # Within the cache time the other process still uses its ring...
+        assert (await second.keyring.for_tenant(env.tenant.id)) is stale
+        # ...after it, the next use re-reads the versions and switches to the new one.
+        second.keyring.cache_seconds = 0
+        fresh = await second.keyring.for_tenant(env.tenant.id)
+        assert fresh.primary_version == 2 and fresh.versions == (1, 2)
+        assert (await second.keyring.for_tenant(env.tenant.id)).versions == (1, 2)
+    finally:
+        await second.close()
