@@ -30,8 +30,9 @@ from ._harness import GatewayProcess, python_server
 
 SECONDS = float(os.environ.get("BENCH_MEDIA_SECONDS", "10"))
 LADDER = [int(n) for n in os.environ.get(
-    "BENCH_MEDIA_LADDER", "100,200,300,400,500,600,800").split(",")]
-WHIP_LADDER = [int(n) for n in os.environ.get("BENCH_WHIP_LADDER", "5,10,20,30,40").split(",")]
+    "BENCH_MEDIA_LADDER", "100,200,300,400,500,600,800,1000,1200,1500").split(",")]
+WHIP_LADDER = [int(n) for n in os.environ.get("BENCH_WHIP_LADDER",
+                                              "5,10,15,20,30,40").split(",")]
 WHIP_SECONDS = float(os.environ.get("BENCH_WHIP_SECONDS", "6"))
 DRAIN_SECONDS = 3.0
 GROUPS = 4                  # streams are split into groups sent 5 ms apart
@@ -295,36 +296,46 @@ async def _setup_gateway(gw: GatewayProcess) -> tuple[str, str, dict]:
 
 # -- WHIP -----------------------------------------------------------------------------------
 async def _whip_step(gw: GatewayProcess, n: int, integration_id: str, auth: dict) -> dict:
+    try:
+        return await asyncio.wait_for(_whip_sessions(gw, n, integration_id, auth),
+                                      WHIP_SECONDS + 60 + n)
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        # An overloaded gateway (or client: both run WebRTC stacks on the same cores)
+        # answers too late: not sustained.
+        return {"ok": False, "error": type(exc).__name__}
+
+
+async def _whip_sessions(gw: GatewayProcess, n: int, integration_id: str, auth: dict) -> dict:
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
     from tests.media.helpers import sine_track
-    async with aiohttp.ClientSession() as http:
+    pcs, locations = [], []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
         async with http.post(f"{gw.url}/v1/integrations/{integration_id}/ingest-tokens",
                              headers=auth) as r:
             token = (await r.json())["token"]
-        pcs, locations = [], []
-        for _ in range(n):
-            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-            pc.addTransceiver(sine_track(), direction="sendonly")
-            await pc.setLocalDescription(await pc.createOffer())
-            async with http.post(f"{gw.url}/v1/whip/{integration_id}",
-                                 data=pc.localDescription.sdp.encode(),
-                                 headers={"Authorization": f"Bearer {token}",
-                                          "Content-Type": "application/sdp"}) as r:
-                if r.status != 201:
-                    await pc.close()
-                    break
-                answer = await r.text()
-                locations.append(r.headers["Location"])
-            await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
-            pcs.append(pc)
-        await asyncio.sleep(WHIP_SECONDS)
-        for location in locations:
-            async with http.delete(gw.url + location,
-                                   headers={"Authorization": f"Bearer {token}"}) as r:
-                await r.read()
-        for pc in pcs:
-            await pc.close()
+        bearer = {"Authorization": f"Bearer {token}"}
+        try:
+            for _ in range(n):
+                pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+                pcs.append(pc)
+                pc.addTransceiver(sine_track(), direction="sendonly")
+                await pc.setLocalDescription(await pc.createOffer())
+                async with http.post(f"{gw.url}/v1/whip/{integration_id}",
+                                     data=pc.localDescription.sdp.encode(),
+                                     headers={**bearer, "Content-Type": "application/sdp"}) as r:
+                    if r.status != 201:
+                        break
+                    answer = await r.text()
+                    locations.append(r.headers["Location"])
+                await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+            await asyncio.sleep(WHIP_SECONDS)
+            for location in locations:
+                async with http.delete(gw.url + location, headers=bearer) as r:
+                    await r.read()
+        finally:
+            for pc in pcs:
+                await pc.close()
         await asyncio.sleep(1.0)
     import sqlite3
     db = gw.config.parent / "data" / "gateway.sqlite3"
@@ -332,11 +343,13 @@ async def _whip_step(gw: GatewayProcess, n: int, integration_id: str, auth: dict
         rows = conn.execute("SELECT stats FROM recordings WHERE source = 'stream' AND"
                             " state = 'available' ORDER BY created_at DESC LIMIT ?",
                             (len(locations),)).fetchall()
-    seconds = [json.loads(r[0])["duration_seconds"] for r in rows]
-    # Sustained: every session recorded (nearly) all of its time in real audio.
-    ok = len(locations) == n and len(seconds) == n and min(seconds, default=0) >= \
-        0.9 * WHIP_SECONDS
-    return {"ok": ok, "sessions": len(locations), "min_seconds": min(seconds, default=0)}
+    frames = [json.loads(r[0])["frames_received"] for r in rows]
+    # Sustained: every session's 20 ms frames were all decoded and recorded as they came
+    # (a gateway that falls behind loses them in aiortc's jitter buffer).
+    ok = len(locations) == n and len(frames) == n and min(frames, default=0) >= \
+        0.95 * 50 * WHIP_SECONDS
+    return {"ok": ok, "sessions": len(locations), "min_frames": min(frames, default=0),
+            "expected_frames": int(50 * WHIP_SECONDS)}
 
 
 def target(result: dict[str, float]) -> tuple[str, bool]:
@@ -348,8 +361,10 @@ def target(result: dict[str, float]) -> tuple[str, bool]:
 def run() -> dict[str, float]:
     with python_server(BASELINE) as (url, _proc):
         base_best = _ladder(lambda n: _baseline_step(url, n), "baseline", LADDER)
-    with GatewayProcess("[media]\ncheckpoint_seconds = 5.0\nwebrtc_host_addresses = "
-                        "[\"127.0.0.1\"]\nwhip_max_sessions = 200\n") as gw:
+    # Default media settings (10 s checkpoints included), except the caps the ladder climbs
+    # past and WebRTC on loopback only.
+    with GatewayProcess("[media]\nmax_streams = 5000\nwhip_max_sessions = 500\n"
+                        "webrtc_host_addresses = [\"127.0.0.1\"]\n") as gw:
         integration_id, token, auth = asyncio.run(_setup_gateway(gw))
         gw_best = _ladder(lambda n: _gateway_step(gw, n, integration_id, token), "gateway",
                           LADDER)

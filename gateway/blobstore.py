@@ -112,7 +112,9 @@ class FileBlobStore:
         # Ids come from our own database, but check anyway: a path is no place for surprises.
         if not (_ID_RE.match(tenant_id) and _ID_RE.match(object_id)):
             raise ValueError("blob ids must be UUIDs")
-        return self.root / tenant_id / object_id[:2] / object_id
+        # Fan out on the id's last (random) characters: ids are time-ordered, so their first
+        # characters would put years of blobs in one directory.
+        return self.root / tenant_id / object_id[-2:] / object_id
 
     async def create(self, tenant_id: str, object_id: str) -> FileBlobSink:
         sink = FileBlobSink(self.tmp_dir / f"{object_id}.part", self._path(tenant_id, object_id))

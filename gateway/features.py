@@ -16,8 +16,17 @@ from types import ModuleType
 
 def modules() -> list[ModuleType]:
     from . import audit, key_rotation, media, recording_fetch, retention, staff_access
-    from .web import access_api, health, hooks, staff_api, tenant_api, transparency_api
-    from .web import keys_api, retention_api, subjects_api
+    from .web import (
+        access_api,
+        health,
+        hooks,
+        keys_api,
+        retention_api,
+        staff_api,
+        subjects_api,
+        tenant_api,
+        transparency_api,
+    )
 
     return [health, audit, tenant_api, hooks, recording_fetch, staff_access, staff_api,
             access_api, transparency_api,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from adapters.events import (
 
 from .clock import Clock, isoformat
 from .db import Database, WriteTx
+from .ids import new_id
 from .integrations import Integration, IntegrationService
 from .keyring import KeyRing
 from .metrics import Metrics
@@ -216,14 +216,14 @@ class IngestService:
 
     def _prepare(self, ring: keys.TenantKeys, integration: Integration, event: Event
                  ) -> _PreparedEvent:
-        event_id = str(uuid.uuid4())
+        event_id = new_id()
         body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
         from_party = to_party = None
         known = (integration.id, event.platform_call_id) in self._calls_with_parties
         if isinstance(event, CallEvent) and not known:
             from_party = try_normalise_party(event.from_number, self.default_region)
             to_party = try_normalise_party(event.to_number, self.default_region)
-        new_call_id = str(uuid.uuid4())
+        new_call_id = new_id()
         return _PreparedEvent(
             event=event, dedupe=_dedupe_hash(event.dedupe_key), event_id=event_id,
             sealed_body=ring.seal_record(EVENT_RECORD, event_id, body),

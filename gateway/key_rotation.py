@@ -55,6 +55,7 @@ from .keyring import KeyRing
 from .problems import Problem, not_found
 from .recordings import META_RECORD
 from .retention import HOLD_NUMBER_RECORD, HOLD_REASON_RECORD
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.keys")
 
@@ -518,13 +519,8 @@ class KeyService:
             self._task = asyncio.create_task(self._run(), name="key-rotation")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

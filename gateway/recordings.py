@@ -31,6 +31,7 @@ from .blobstore import FileBlobStore
 from .calls import VISIBLE_RECORDING_STATES
 from .clock import Clock, isoformat
 from .db import Database, WriteTx
+from .ids import new_id
 from .keyring import KeyRing
 from .metrics import Metrics
 from .problems import Problem, not_found
@@ -143,7 +144,7 @@ class RecordingService:
 
     async def begin(self, tenant_id: str, call_id: str, source: str) -> RecordingWriter:
         ring = await self.keyring.for_tenant(tenant_id)
-        recording_id = str(uuid.uuid4())
+        recording_id = new_id()
         blob_writer, wrapped_dek = ring.new_blob(uuid.UUID(recording_id))
         now = isoformat(self.clock.now())
 

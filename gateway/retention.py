@@ -59,6 +59,7 @@ from .ingest import PARTIES_RECORD
 from .keyring import KeyRing
 from .phone import PartyError, normalise_party
 from .problems import Problem, invalid, not_found
+from .tasks import cancel_and_wait
 
 log = logging.getLogger("gateway.retention")
 
@@ -967,13 +968,8 @@ class RetentionService:
             self._task = asyncio.create_task(self._run(), name="retention-sweep")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         while True:

@@ -23,9 +23,9 @@ from .codecs import Decoder
 log = logging.getLogger("gateway.media")
 
 RATE = 48000
-# A WebRTC peer connection that has not connected within this many seconds after the
-# answer is abandoned (ICE and DTLS finish in well under a second on a working path).
-CONNECT_TIMEOUT = 30.0
+# Longest an aiortc teardown step (stats, close) may take before the session is ended
+# without it: a stuck peer must never hold up a DELETE, a terminate or a shutdown.
+STOP_TIMEOUT = 5.0
 
 
 def _patch_host_addresses(addresses: list[str]) -> None:
@@ -124,9 +124,9 @@ class RtcSession:
             result = await self.recording.finish(reason, complete=complete)
         self.service.sessions.pop(self.id, None)
         try:
-            await self.pc.close()
+            await asyncio.wait_for(self.pc.close(), STOP_TIMEOUT)
         except Exception:
-            pass
+            log.warning("a peer connection did not close cleanly", extra={"route": self.kind})
         for callback in self.on_end:
             try:
                 await callback(self, result)
@@ -135,7 +135,7 @@ class RtcSession:
 
     async def _packets_lost(self) -> int | None:
         try:
-            report = await self.pc.getStats()
+            report = await asyncio.wait_for(self.pc.getStats(), STOP_TIMEOUT)
         except Exception:
             return None
         lost = [getattr(s, "packetsLost", None) for s in report.values()
@@ -149,7 +149,7 @@ class RtcSession:
         if self.task is not None and not self.task.done():
             self.task.cancel()
             try:
-                await self.task
+                await asyncio.wait_for(asyncio.shield(self.task), STOP_TIMEOUT * 3)
             except (asyncio.CancelledError, Exception):
                 pass
         await self._finish(reason, reason in ("deleted", "terminated"))

@@ -8,6 +8,7 @@ import logging
 import aiohttp
 
 from gateway.app import build_metrics_app
+from gateway.logs import JsonFormatter
 from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 
 
@@ -24,8 +25,31 @@ async def test_openapi_lists_exactly_the_served_routes(gateway):
     assert served == documented
 
 
-async def test_no_number_token_or_secret_in_logs_or_metrics(gateway, caplog):
-    caplog.set_level(logging.DEBUG)
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+async def test_no_number_token_or_secret_in_logs_or_metrics(gateway):
+    # Our own handler on the gateway's logger: an in-process CLI test elsewhere may have
+    # replaced the root handlers (setup_logging), which would blind pytest's caplog.
+    collected = _Collect()
+    gateway_logger = logging.getLogger("gateway")
+    gateway_logger.addHandler(collected)
+    previous_level = gateway_logger.level
+    gateway_logger.setLevel(logging.DEBUG)
+    try:
+        await _exercise_and_check(gateway, collected)
+    finally:
+        gateway_logger.removeHandler(collected)
+        gateway_logger.setLevel(previous_level)
+
+
+async def _exercise_and_check(gateway, collected):
     tenant = await gateway.new_tenant("acme")
     secret = new_whsec()
     integration = await gateway.integration(tenant, "standard", {"secret": secret})
@@ -60,7 +84,9 @@ async def test_no_number_token_or_secret_in_logs_or_metrics(gateway, caplog):
     assert 'route="/v1/calls/{call_id}/recordings"' in scraped
     assert "gateway_bytes_encrypted_total" in scraped
 
-    logs = "\n".join(r.getMessage() + str(r.__dict__) for r in caplog.records)
+    formatter = JsonFormatter()
+    logs = "\n".join(formatter.format(r) + r.getMessage() + str(r.__dict__)
+                     for r in collected.records)
     assert logs, "the gateway logged nothing"
     for needle in ("4155550100", "4155550199", secret, secret[6:], tenant.api_key,
                    tenant.api_key.rsplit("_", 1)[1], "RIFF-audio"):

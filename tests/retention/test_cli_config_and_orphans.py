@@ -15,7 +15,7 @@ import pytest
 
 from gateway.config import ConfigError, load_config
 from gateway.retention import ProgressBar, RetentionConfig, get_retention
-from tests.retention.helpers import iso, make_env
+from tests.retention.helpers import eventually, iso, make_env
 
 
 def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
@@ -68,17 +68,21 @@ async def test_cli_retention_run_dry_run_then_run(gateway, tmp_path):
     config_file = tmp_path / "gateway.toml"
     config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
                            '[logging]\nlevel = "WARNING"\n')
+    assert await eventually(lambda: _calls_are(env, 4))
     result = _cli(config_file, "retention", "run", "--dry-run", "--json")
     assert result.returncode == 0, result.stderr
     dry = json.loads(result.stdout)
     assert dry["dry_run"] and dry["deleted"]["call_metadata"] == 3
-    assert await env.count("calls") == 4
     result = _cli(config_file, "retention", "run")
     assert result.returncode == 0, result.stderr
     assert "deleted: call_metadata 3" in result.stdout and "\r" not in result.stdout
-    assert await env.count("calls") == 1
+    assert await eventually(lambda: _calls_are(env, 1))
     result = _cli(config_file, "retention", "run", "--json", "--orphans")
     assert json.loads(result.stdout)["deleted"]["call_metadata"] == 0
+
+
+async def _calls_are(env, n: int) -> bool:
+    return await env.count("calls") == n
 
 
 async def test_cli_keys_rotate_and_status(gateway, tmp_path):

@@ -28,13 +28,13 @@ async def _seed(gateway, name: str, n_old: int = 24, n_young: int = 6) -> dict:
     """A tenant whose calls (each with a recording) are: old and due, old but held (by
     call and by number), old but restricted, and young."""
     env = await make_env(gateway, name)
-    await env.request("PUT", "/v1/retention", json={"call_metadata": 1})
+    await env.request("PUT", "/v1/retention", json={"call_metadata": 2})
     integration = await gateway.services.integrations.load_for_delivery(
         "standard", env.integration["id"])
     now = gateway.clock.now()
     events = []
     for i in range(n_old + n_young):
-        started = now - timedelta(days=3 if i < n_old else 0, seconds=i)
+        started = now - timedelta(days=5 if i < n_old else 0, seconds=i)
         number = HELD_NUMBER if i == 1 else f"+1415555{1000 + i:04d}"
         events.append(CallEvent(platform="standard", dedupe_key=f"{name}-{i}",
                                 platform_call_id=f"{name}-{i}", status="completed",
@@ -208,7 +208,7 @@ async def test_cli_sweep_sigkilled_mid_run(gateway, tmp_path):
     config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
                            '[logging]\nlevel = "WARNING"\n[retention]\nbatch_size = 2\n'
                            'sweep_interval_seconds = 0\n')
-    # The subprocess runs on the system clock: the old calls started three real days ago,
+    # The subprocess runs on the system clock: the old calls started five real days ago,
     # so they are due by its clock too, and the young ones are not.
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config", str(config_file),
                              "retention", "run", "--tenant", tenant, "--json"],

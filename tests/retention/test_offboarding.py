@@ -16,7 +16,7 @@ import pytest
 import keys
 from gateway.key_rotation import get_key_service
 from gateway.problems import Problem
-from tests.retention.helpers import make_env
+from tests.retention.helpers import eventually, make_env
 
 SUBJECT = "+14155550123"
 AUDIO = b"RIFF-secret-audio" * 5000
@@ -55,7 +55,7 @@ def _decrypt_from_backup(root, wrapping, tenant_id: str, db_copy: Path, blob_cop
     decoded = json.loads(ring.open_record("call-parties", call_id, parties))
     length = json.loads(ring.open_record("recording-meta", recording_id, meta))["length"]
     reader = ring.open_blob(uuid.UUID(recording_id), bytes(dek))
-    with open(blob_copy / tenant_id / recording_id[:2] / recording_id, "rb") as f:
+    with open(blob_copy / tenant_id / recording_id[-2:] / recording_id, "rb") as f:
         audio = b"".join(reader.read_range(f, length, 0, length))
     return decoded, audio
 
@@ -124,8 +124,11 @@ async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_
     key_file.unlink()
 
     # Live: nothing of the tenant but its row (renamed, with the receipt) and its log.
-    assert set(await _tenant_rows(gateway, env.tenant.id)) <= {
-        "audit_entries", "audit_nodes", "audit_heads", "audit_checkpoints"}
+    audit_tables = {"audit_entries", "audit_nodes", "audit_heads", "audit_checkpoints"}
+
+    async def only_audit_left() -> bool:
+        return set(await _tenant_rows(gateway, env.tenant.id)) <= audit_tables
+    assert await eventually(only_audit_left)
     row = await gateway.services.db.fetchone(
         "SELECT name, state, offboarded_at, offboard_receipt FROM tenants WHERE id = ?",
         (env.tenant.id,))
