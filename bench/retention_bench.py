@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from gateway.blobstore import FileBlobStore
 from gateway.clock import ManualClock, isoformat
 from gateway.config import Config
 from gateway.retention import get_retention
@@ -32,10 +33,10 @@ from gateway.services import init_storage, open_services
 from gateway.tenants import create_tenant
 
 CALLS = int(os.environ.get("BENCH_RETENTION_CALLS", "100000"))
-# "uuid4" (what the gateway writes today) or "uuid7" (time-ordered ids, RFC 9562 §5.7): with
-# uuid7 the id-keyed indexes are clustered by time like the expiry indexes, so deleting the
-# oldest calls dirties far fewer pages. Measured to show what that change would buy.
-IDS = os.environ.get("BENCH_RETENTION_IDS", "uuid4")
+# Ids as the gateway makes them: "uuid7" (time-ordered, RFC 9562 §5.7, gateway/ids.py), so
+# id-keyed indexes are clustered by time like the expiry indexes and deleting the oldest
+# calls dirties few pages. "uuid4" measures the random ids used before, for comparison.
+IDS = os.environ.get("BENCH_RETENTION_IDS", "uuid7")
 EXPIRED_SHARE = 0.10
 TARGET_CALLS_PER_S = 2000
 # Rows per INSERT transaction while building.
@@ -83,7 +84,6 @@ def _build(config: Config, tenant_id: str, integration_id: str, n_keep: int, n_e
     conn = sqlite3.connect(config.database_path, isolation_level=None)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
-    blob_root = config.blob_dir / tenant_id
     total = n_keep + n_expired
     done = 0
     while done < total:
@@ -125,7 +125,7 @@ def _build(config: Config, tenant_id: str, integration_id: str, n_keep: int, n_e
             " VALUES (?, ?, ?, ?, ?)", dek_rows)
         conn.execute("COMMIT")
         for rec_id in files:
-            path = blob_root / rec_id[:2] / rec_id
+            path = FileBlobStore(config.blob_dir)._path(tenant_id, rec_id)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(_BLOB)
         done += size
