@@ -7,9 +7,16 @@ every 20 ms (50 frames/s) for BENCH_MEDIA_SECONDS, then stop. The client paces a
 from one loop (staggered across the 20 ms) and counts a step as sustained when
   - every frame sent was received (gateway: counted into recordings, frames_lost 0;
     baseline: counted by the handler), every stream ended by its stop,
-  - the client kept real time (99% of sends within 40 ms of schedule),
-  - the server closed every stream within DRAIN_SECONDS of its stop (it was not behind).
-Stream counts go up a ladder until a step fails; the largest sustained count is reported.
+  - the client kept real time: 99% of sends within LATE_SECONDS of schedule (jitter of
+    that order is normal for a platform; a loop that falls behind is late by seconds),
+  - the server had no backlog: right after each stream's last frame the client sends a
+    WebSocket ping, which a server answers only once it has read every frame before it
+    (both servers autoping); every pong must come back within BACKLOG_SECONDS.
+Then every stream gets its stop and the client waits for the server to close it (the
+gateway finishes each recording first: flush, fsync, rename, commit); that time is
+reported as `finish_s`, not judged.
+Stream counts go up a ladder, baseline and gateway interleaved rung by rung, until a step
+fails (twice); the largest sustained count of each is reported.
 The client runs on the same two cores as the server, so the baseline's figure is where
 this client and machine top out, and the ratio is conservative.
 """
@@ -26,15 +33,16 @@ import secrets
 
 import aiohttp
 
-from ._harness import GatewayProcess, python_server
+from ._harness import GatewayProcess, python_server, rss_kib
 
 SECONDS = float(os.environ.get("BENCH_MEDIA_SECONDS", "10"))
 LADDER = [int(n) for n in os.environ.get(
-    "BENCH_MEDIA_LADDER", "100,200,300,400,500,600,800,1000,1200,1500").split(",")]
+    "BENCH_MEDIA_LADDER", "100,200,300,400,600,800,1000,1200,1500,2000").split(",")]
 WHIP_LADDER = [int(n) for n in os.environ.get("BENCH_WHIP_LADDER",
                                               "5,10,15,20,30,40").split(",")]
 WHIP_SECONDS = float(os.environ.get("BENCH_WHIP_SECONDS", "6"))
-DRAIN_SECONDS = 3.0
+LATE_SECONDS = 0.1
+BACKLOG_SECONDS = 1.0
 GROUPS = 4                  # streams are split into groups sent 5 ms apart
 
 BASELINE = r'''
@@ -83,6 +91,7 @@ class _RawSocket(asyncio.Protocol):
         self.buffer = bytearray()
         self.upgraded = asyncio.get_running_loop().create_future()
         self.closed = asyncio.get_running_loop().create_future()
+        self.pong = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -109,6 +118,8 @@ class _RawSocket(asyncio.Protocol):
             if len(self.buffer) < head + length:
                 return
             del self.buffer[:head + length]
+            if opcode == 0xA and not self.pong.done():
+                self.pong.set_result(asyncio.get_running_loop().time())
             if opcode == 0x8:
                 self.transport.write(b"\x88\x80\x00\x00\x00\x00")     # close, echoed
                 if not self.closed.done():
@@ -145,7 +156,7 @@ async def _open(host: str, port: int, path: str, headers: dict[str, str]) -> _Ra
 
 
 async def _run_streams(n: int, host: str, port: int, path: str,
-                       headers: dict[str, str]) -> dict:
+                       headers: dict[str, str], pid: int | None = None) -> dict:
     """Open n streams, pace them in real time, stop them, wait for the server to close."""
     payload = _mulaw_frame()
     frames = int(SECONDS * 50)
@@ -171,6 +182,7 @@ async def _run_streams(n: int, host: str, port: int, path: str,
                                   "streamSid": sid, "stop": {}}))
         return sock, prebuilt, stop
 
+    rss_before = rss_kib(pid) if pid else 0
     socks = await asyncio.gather(*(open_one(i) for i in range(n)))
     lateness: list[float] = []
     loop = asyncio.get_running_loop()
@@ -189,23 +201,40 @@ async def _run_streams(n: int, host: str, port: int, path: str,
                 sock.transport.write(prebuilt[k])
 
     await asyncio.gather(*(group(g) for g in range(GROUPS)))
+    # Server memory with every stream open and recording (sockets, parsers, pipelines,
+    # blob writers, buffers), per stream.
+    rss_per_stream = (rss_kib(pid) - rss_before) / n if pid else 0.0
+    ping_at = loop.time()
+    for sock, _, _ in socks:
+        sock.transport.write(b"\x89\x80\x00\x00\x00\x00")       # ping, empty, masked
+    try:
+        pongs = await asyncio.wait_for(asyncio.gather(*(s.pong for s, _, _ in socks)),
+                                       10 + n / 50)
+        backlog = max(pongs) - ping_at
+    except TimeoutError:
+        backlog = float("inf")
     stop_at = loop.time()
     for sock, _, stop in socks:
         sock.transport.write(stop)
     try:
         ends = await asyncio.wait_for(asyncio.gather(*(s.closed for s, _, _ in socks)),
-                                      DRAIN_SECONDS + n / 100)
-        drain = max(ends) - stop_at
+                                      10 + n / 50)
+        finish = max(ends) - stop_at
     except TimeoutError:
-        drain = float("inf")
+        finish = float("inf")
     for sock, _, _ in socks:
         sock.transport.close()
     lateness.sort()
     return {"frames": frames * n, "p99_late": lateness[int(len(lateness) * 0.99) - 1],
-            "drain": drain}
+            "backlog": backlog, "finish": finish, "rss_kib_per_stream": rss_per_stream}
 
 
 ACCOUNT = "AC" + "0" * 32
+
+
+def _kept_up(result: dict, n: int) -> bool:
+    return (result["p99_late"] < LATE_SECONDS
+            and result["backlog"] <= BACKLOG_SECONDS)
 
 
 def _metric(text: str, name: str, labels: str) -> float:
@@ -229,56 +258,66 @@ async def _gateway_step(gw: GatewayProcess, n: int, integration_id: str, token: 
 
         before = await read_metrics()
 
-        result = await _run_streams(n, "127.0.0.1", gw.port, path, headers)
+        result = await _run_streams(n, "127.0.0.1", gw.port, path, headers, gw.proc.pid)
         await asyncio.sleep(0.5)
         after = await read_metrics()
     got = after[0] - before[0]
     stops = after[1] - before[1]
     lost = after[2] - before[2]
     result["ok"] = (got == result["frames"] and stops == n and lost == 0
-                    and result["p99_late"] < 0.04 and result["drain"] <= DRAIN_SECONDS + n / 100)
+                    and _kept_up(result, n))
     result["received"] = got
     return result
 
 
-async def _baseline_step(url: str, n: int) -> dict:
+async def _baseline_step(url: str, pid: int, n: int) -> dict:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
         async with http.get(url + "/count") as r:
             before = await r.json()
 
         port = int(url.rsplit(":", 1)[1])
-        result = await _run_streams(n, "127.0.0.1", port, "/media", {})
+        result = await _run_streams(n, "127.0.0.1", port, "/media", {}, pid)
         await asyncio.sleep(0.5)
         async with http.get(url + "/count") as r:
             after = await r.json()
     got = after["frames"] - before["frames"]
     result["ok"] = (got == result["frames"] and after["stops"] - before["stops"] == n
-                    and result["p99_late"] < 0.04 and result["drain"] <= DRAIN_SECONDS + n / 100)
+                    and _kept_up(result, n))
     result["received"] = got
     return result
 
 
-def _ladder(step, label: str, ladder: list[int]) -> int:
-    """Climb the ladder until a step fails twice in a row (a machine shared with other work
-    has hiccups), then try once halfway to the failed step. Returns the largest sustained."""
-    def attempt(n: int) -> bool:
-        for _ in range(2):
-            result = asyncio.run(step(n))
-            print(f"  {label} {n} streams: ok={result['ok']} received="
-                  f"{int(result['received'])}/{result['frames']} p99_late_ms="
-                  f"{result['p99_late'] * 1000:.1f} drain_s={result['drain']:.2f}", flush=True)
-            if result["ok"]:
-                return True
-        return False
+def _attempt(step, label: str, n: int) -> bool:
+    """One step, retried once if it fails (a machine shared with other work has hiccups)."""
+    for _ in range(2):
+        result = asyncio.run(step(n))
+        print(f"  {label} {n} streams: ok={result['ok']} received="
+              f"{int(result['received'])}/{result['frames']} p99_late_ms="
+              f"{result['p99_late'] * 1000:.1f} backlog_s={result['backlog']:.2f} "
+              f"finish_s={result['finish']:.2f} rss_kib_per_stream="
+              f"{result['rss_kib_per_stream']:.0f}", flush=True)
+        if result["ok"]:
+            return True
+    return False
 
-    best = 0
+
+def _ladders(steps: dict, ladder: list[int]) -> dict[str, int]:
+    """Climb the ladder with every server, one step at a time and interleaved (baseline,
+    gateway, next rung), so a noisy moment of the machine hits both alike. A server stops
+    climbing at its first failing rung and then tries once halfway back to it."""
+    best = {label: 0 for label in steps}
+    climbing = dict(steps)
     for n in ladder:
-        if not attempt(n):
-            middle = (best + n) // 2 // 10 * 10
-            if best and middle > best and attempt(middle):
-                best = middle
+        for label, step in list(climbing.items()):
+            if _attempt(step, label, n):
+                best[label] = n
+                continue
+            middle = (best[label] + n) // 2 // 10 * 10
+            if best[label] and middle > best[label] and _attempt(step, label, middle):
+                best[label] = middle
+            del climbing[label]
+        if not climbing:
             break
-        best = n
     return best
 
 
@@ -359,15 +398,15 @@ def target(result: dict[str, float]) -> tuple[str, bool]:
 
 
 def run() -> dict[str, float]:
-    with python_server(BASELINE) as (url, _proc):
-        base_best = _ladder(lambda n: _baseline_step(url, n), "baseline", LADDER)
-    # Default media settings (10 s checkpoints included), except the caps the ladder climbs
-    # past and WebRTC on loopback only.
-    with GatewayProcess("[media]\nmax_streams = 5000\nwhip_max_sessions = 500\n"
-                        "webrtc_host_addresses = [\"127.0.0.1\"]\n") as gw:
+    # The gateway with default media settings (10 s checkpoints included), except the caps
+    # the ladder climbs past, and WebRTC on loopback only.
+    with python_server(BASELINE) as (url, baseline_proc), GatewayProcess(
+            "[media]\nmax_streams = 5000\nwhip_max_sessions = 500\n"
+            "webrtc_host_addresses = [\"127.0.0.1\"]\n") as gw:
         integration_id, token, auth = asyncio.run(_setup_gateway(gw))
-        gw_best = _ladder(lambda n: _gateway_step(gw, n, integration_id, token), "gateway",
-                          LADDER)
+        best = _ladders({"baseline": lambda n: _baseline_step(url, baseline_proc.pid, n),
+                         "gateway": lambda n: _gateway_step(gw, n, integration_id, token)},
+                        LADDER)
         import aioice.ice
         aioice.ice.get_host_addresses = lambda use_ipv4=True, use_ipv6=True: ["127.0.0.1"]
         whip_best = 0
@@ -377,6 +416,7 @@ def run() -> dict[str, float]:
             if not result["ok"]:
                 break
             whip_best = n
+    gw_best, base_best = best["gateway"], best["baseline"]
     return {"gateway_streams": gw_best, "baseline_streams": base_best,
             "ratio": gw_best / base_best if base_best else 0.0,
             "seconds_per_step": SECONDS, "whip_sessions": whip_best}
