@@ -196,15 +196,17 @@ class Database:
         return outcomes, callbacks
 
     # -- reads ----------------------------------------------------------------------------
+    # Each read runs and completes in one hop to the reader thread. With execute() and
+    # fetch() as two hops, another coroutine's read could start between them while the
+    # first statement still held its snapshot open, and then see data older than a commit
+    # that had already returned (a stale read after a write).
     async def fetchone(self, sql: str, params: Sequence[Any] | dict = ()) -> sqlite3.Row | None:
-        assert self._reader is not None
-        async with self._reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def fetchall(self, sql: str, params: Sequence[Any] | dict = ()) -> list[sqlite3.Row]:
         assert self._reader is not None
-        async with self._reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self._reader.execute_fetchall(sql, params))
 
     async def ping(self) -> bool:
         try:
