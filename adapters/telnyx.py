@@ -171,8 +171,12 @@ def verify_and_parse(
 
 
 def _call_id(payload: Mapping[str, Any]) -> str:
-    leg = c.opt_id(payload, "call_leg_id", "data.payload.call_leg_id")
-    return leg or c.req_id(payload, "call_control_id", "data.payload.call_control_id")
+    """The call's key: `call_control_id`, because it is the one id every Call Control
+    webhook and the media stream's `start` frame share (media frames carry no leg id), so
+    a live recording joins the call its webhooks created. `call_leg_id` is the fallback
+    for payloads without a control id."""
+    control = c.opt_id(payload, "call_control_id", "data.payload.call_control_id")
+    return control or c.req_id(payload, "call_leg_id", "data.payload.call_leg_id")
 
 
 def _call_event(data: Mapping[str, Any], event_type: str) -> CallEvent:

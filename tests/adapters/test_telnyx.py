@@ -146,7 +146,7 @@ def test_call_lifecycle():
     [answered] = deliver(envelope("call.answered", {**PAYLOAD, "state": "answered"}, event_id="e2"))
     assert (initiated.status, answered.status) == ("ringing", "in-progress")
     assert initiated.direction == "inbound"
-    assert initiated.platform_call_id == PAYLOAD["call_leg_id"]
+    assert initiated.platform_call_id == PAYLOAD["call_control_id"]
     assert initiated.platform_session_id == PAYLOAD["call_session_id"]
     assert initiated.dedupe_key == "e1"
     assert initiated.started_at == datetime(2018, 2, 2, 22, 20, 27, 521992, tzinfo=UTC)
@@ -172,7 +172,7 @@ def test_hangup_with_quality_stats():
     [event] = deliver(envelope("call.hangup", payload))
     assert event == CallEvent(
         platform="telnyx", dedupe_key="0ccc7b54-4df3-4bca-a65a-3da1ecc777f0",
-        platform_call_id=PAYLOAD["call_leg_id"], platform_session_id=PAYLOAD["call_session_id"],
+        platform_call_id=PAYLOAD["call_control_id"], platform_session_id=PAYLOAD["call_session_id"],
         status="completed", direction="inbound", from_number="+35319605860",
         to_number="+35319605861",
         occurred_at=datetime(2018, 2, 2, 22, 25, 27, 521992, tzinfo=UTC),
@@ -218,7 +218,7 @@ def test_recording_saved_and_download():
     }
     [rec] = deliver(envelope("call.recording.saved", payload, event_id="r1"))
     assert rec == RecordingAvailable(
-        platform="telnyx", dedupe_key="r1", platform_call_id=PAYLOAD["call_leg_id"],
+        platform="telnyx", dedupe_key="r1", platform_call_id=PAYLOAD["call_control_id"],
         platform_recording_id="10cd86ac-fef8-4765-b203-0f7511f9fc75",
         url=payload["recording_urls"]["wav"], content_type="audio/wav", duration_seconds=4,
         channels=2, occurred_at=datetime(2018, 2, 2, 22, 25, 27, 521992, tzinfo=UTC),
@@ -251,7 +251,7 @@ def test_other_events_dropped():
 
 
 @pytest.mark.parametrize(("payload", "field"), [
-    ({"from": "+1"}, "data.payload.call_control_id"),
+    ({"from": "+1"}, "data.payload.call_leg_id"),
     ({"call_leg_id": 5}, "data.payload.call_leg_id"),
     ({"call_leg_id": "l", "start_time": "noon"}, "data.payload.start_time"),
     ({"call_leg_id": "l", "to": "x" * 1000}, "data.payload.to"),

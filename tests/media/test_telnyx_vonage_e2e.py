@@ -201,3 +201,39 @@ async def test_g711_as_received_is_a_mulaw_wav(gateway, media_config: MediaConfi
     assert fmt_size == 18 and "fact" in chunks
     data_at, data_size = chunks["data"]
     assert data_size == 20 * 160 and data[data_at:] == b"".join(audio)
+
+
+async def test_telnyx_stream_joins_the_call_its_webhooks_created(gateway):
+    """Webhooks and the media stream name the call by the same call_control_id, so the live
+    recording lands on the call the signed webhooks created, not on a second one."""
+    from datetime import timedelta
+
+    from tests.platforms.senders import TelnyxSender, iso
+
+    tenant = await gateway.new_tenant("acme")
+    telnyx = await TelnyxSender.create(gateway, tenant)
+    ccid = "v3:" + secrets.token_urlsafe(40)
+    t0 = gateway.clock.now() - timedelta(seconds=30)
+    payload = {"call_control_id": ccid, "call_leg_id": str(uuid.uuid4()),
+               "call_session_id": str(uuid.uuid4()), "from": "+14155550100",
+               "to": "+4930901820", "direction": "incoming", "start_time": iso(t0),
+               "state": "parked"}
+    status, body, _ = await telnyx.post(telnyx.event("call.initiated", payload, t0))
+    assert status == 200, body
+    token = await _token(gateway, tenant, telnyx.integration["id"])
+    sid = str(uuid.uuid4())
+    audio = mulaw_frames(440, 50)
+    frames = [telnyx_start(ccid, sid)]
+    frames += [telnyx_media(sid, i + 2, "inbound", i + 1, audio[i]) for i in range(50)]
+    frames.append(json.dumps({"event": "stop", "sequence_number": "99", "stream_id": sid,
+                              "stop": {"call_control_id": ccid}}))
+    url = await _gw.ws_url(gateway, "telnyx", telnyx.integration["id"],
+                           f"token={token['token']}")
+    code, _ = await _gw.send_frames(gateway, url, frames)
+    assert code == 1000
+    _, page, _ = await gateway.request("GET", "/v1/calls", headers=tenant.auth)
+    [call] = page["items"]
+    assert call["from"] == "+14155550100"
+    [rec] = await _gw.recordings_of(gateway, tenant, call["id"])
+    w, _ = read_wav(await _gw.download(gateway, tenant, rec["id"]))
+    assert w.getnframes() == 50 * 160

@@ -56,7 +56,7 @@ async def test_call_lifecycle_out_of_order_with_duplicates(gateway):
         status, body, _ = await telnyx.post(doc)
         assert status == 200, body
     call = await only_call(gateway, tenant)
-    assert call["platform_call_id"] == LEG
+    assert call["platform_call_id"] == CONTROL
     assert (call["status"], call["direction"]) == ("completed", "inbound")
     assert (call["from"], call["to"]) == ("+14155550100", "+4930901820")
     assert at(call["started_at"]) == t0
