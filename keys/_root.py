@@ -104,21 +104,31 @@ class FileRootKeyProvider:
         return f"FileRootKeyProvider(path={self._path!r})"
 
     def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
-        plaintext, aad = _check_wrap_args(plaintext, aad)
         # Random 96-bit nonces: the root key wraps a few keys per tenant, far below the
         # 2**32 invocations NIST SP 800-38D section 8.3 allows with random nonces.
-        nonce = os.urandom(_NONCE_LEN)
-        return _VERSION_BYTE + nonce + self._aead.encrypt(nonce, plaintext, _VERSION_BYTE + aad)
+        return wrap_with(self._aead, plaintext, aad)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
-        wrapped = as_bytes(wrapped, "wrapped")
-        aad = as_bytes(aad, "aad")
-        if len(wrapped) < 1 + _NONCE_LEN + _TAG_LEN or wrapped[0] != _VERSION:
-            raise DecryptionError()
-        wrapped = bytes(wrapped)
-        try:
-            return self._aead.decrypt(
-                wrapped[1 : 1 + _NONCE_LEN], wrapped[1 + _NONCE_LEN :], _VERSION_BYTE + aad
-            )
-        except InvalidTag:
-            raise DecryptionError() from None
+        return unwrap_with(self._aead, wrapped, aad)
+
+
+# The one wrap format, shared by every key-wrapping layer (root key, tenant root key):
+# version byte | 12-byte random nonce | AES-256-GCM ciphertext+tag, the version byte
+# prefixed to the caller's AAD.
+def wrap_with(aead: AESGCM, plaintext: bytes, aad: bytes) -> bytes:
+    plaintext, aad = _check_wrap_args(plaintext, aad)
+    nonce = os.urandom(_NONCE_LEN)
+    return _VERSION_BYTE + nonce + aead.encrypt(nonce, plaintext, _VERSION_BYTE + aad)
+
+
+def unwrap_with(aead: AESGCM, wrapped: bytes, aad: bytes) -> bytes:
+    wrapped = as_bytes(wrapped, "wrapped")
+    aad = as_bytes(aad, "aad")
+    if len(wrapped) < 1 + _NONCE_LEN + _TAG_LEN or wrapped[0] != _VERSION:
+        raise DecryptionError()
+    wrapped = bytes(wrapped)
+    try:
+        return aead.decrypt(wrapped[1 : 1 + _NONCE_LEN], wrapped[1 + _NONCE_LEN :],
+                            _VERSION_BYTE + aad)
+    except InvalidTag:
+        raise DecryptionError() from None

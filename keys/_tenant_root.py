@@ -28,23 +28,18 @@ from __future__ import annotations
 import os
 import uuid
 
-from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._checks import as_bytes, check_uuid
+from ._checks import check_uuid
 from ._errors import DecryptionError
 from ._keyfile import create_key_file, read_key_file
-from ._root import RootKeyProvider, _check_wrap_args
+from ._root import RootKeyProvider, unwrap_with, wrap_with
 
 __all__ = ["TenantRootKey"]
 
 _FILE_MAGIC = b"VGWT"
 _FILE_VERSION = 1
 _KEY_LEN = 32
-_VERSION = 1
-_VERSION_BYTE = bytes([_VERSION])
-_NONCE_LEN = 12
-_TAG_LEN = 16
 # A wrapped key from any root provider: the file provider's is 61 bytes; KMS ciphertext
 # blobs for a 32-byte key are a few hundred. 4 KiB bounds what a load reads.
 MAX_WRAPPED_LEN = 4096
@@ -139,20 +134,8 @@ class TenantRootKey:
     # The same wrap format as FileRootKeyProvider (keys/_root.py): a tenant's rows look
     # alike whichever layer wrapped them, and only the key differs.
     def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
-        plaintext, aad = _check_wrap_args(plaintext, aad)
         # Random 96-bit nonces: a tenant root key wraps a handful of keys in its life.
-        nonce = os.urandom(_NONCE_LEN)
-        return _VERSION_BYTE + nonce + self._aead.encrypt(nonce, plaintext, _VERSION_BYTE + aad)
+        return wrap_with(self._aead, plaintext, aad)
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
-        wrapped = as_bytes(wrapped, "wrapped")
-        aad = as_bytes(aad, "aad")
-        if len(wrapped) < 1 + _NONCE_LEN + _TAG_LEN or wrapped[0] != _VERSION:
-            raise DecryptionError()
-        wrapped = bytes(wrapped)
-        try:
-            return self._aead.decrypt(
-                wrapped[1 : 1 + _NONCE_LEN], wrapped[1 + _NONCE_LEN :], _VERSION_BYTE + aad
-            )
-        except InvalidTag:
-            raise DecryptionError() from None
+        return unwrap_with(self._aead, wrapped, aad)
