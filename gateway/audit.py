@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from .clock import Clock
 from .db import Database, WriteTx
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, start_for_app_lifetime
 from .transparency import merkle
 from .transparency.checkpoint import format_checkpoint, sign_note, verifier_key_string
 from .transparency.entries import encode_entry, format_time
@@ -609,8 +609,4 @@ def register(services: Any) -> None:
 async def startup(app: Any, services: Any) -> None:
     """Feature hook: register `services.features["audit"]` and start checkpoint signing."""
     audit = get_audit_log(services)
-    await audit.start()
-
-    async def stop(_app: Any) -> None:
-        await audit.stop()
-    app.on_cleanup.append(stop)
+    await start_for_app_lifetime(app, audit)

@@ -55,7 +55,7 @@ from .keyring import KeyRing
 from .problems import Problem, not_found
 from .recordings import META_RECORD
 from .retention import HOLD_NUMBER_RECORD, HOLD_REASON_RECORD
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, start_for_app_lifetime
 
 log = logging.getLogger("gateway.keys")
 
@@ -703,11 +703,7 @@ def get_key_service(services: Any) -> KeyService:
 async def startup(app: Any, services: Any) -> None:
     """Feature hook: the rotation job (resumes any rotation a stopped process left)."""
     service = get_key_service(services)
-    await service.start()
-
-    async def stop(_app: Any) -> None:
-        await service.stop()
-    app.on_cleanup.append(stop)
+    await start_for_app_lifetime(app, service)
 
 
 # -- CLI -----------------------------------------------------------------------------------

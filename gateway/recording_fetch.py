@@ -58,7 +58,7 @@ from .integrations import Integration, IntegrationService
 from .keyring import KeyRing
 from .problems import Problem
 from .recordings import RecordingService
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, start_for_app_lifetime
 
 log = logging.getLogger("gateway.recording_fetch")
 REQUEST_RECORD = "recording-fetch-request"
@@ -601,8 +601,4 @@ def register(services: Any) -> None:
 async def startup(app: Any, services: Any) -> None:
     """Feature hook: start the worker; stop it (handing back running jobs) at cleanup."""
     service: RecordingFetchService = services.features["recording_fetch"]
-    await service.start()
-
-    async def stop(_app: Any) -> None:
-        await service.stop()
-    app.on_cleanup.append(stop)
+    await start_for_app_lifetime(app, service)

@@ -59,7 +59,7 @@ from .ingest import PARTIES_RECORD
 from .keyring import KeyRing
 from .phone import PartyError, normalise_party
 from .problems import Problem, invalid, not_found
-from .tasks import cancel_and_wait
+from .tasks import cancel_and_wait, start_for_app_lifetime
 
 log = logging.getLogger("gateway.retention")
 
@@ -1023,11 +1023,7 @@ def get_retention(services: Any) -> RetentionService:
 async def startup(app: Any, services: Any) -> None:
     """Feature hook: the in-process sweep every `sweep_interval_seconds`."""
     service = get_retention(services)
-    await service.start()
-
-    async def stop(_app: Any) -> None:
-        await service.stop()
-    app.on_cleanup.append(stop)
+    await start_for_app_lifetime(app, service)
 
 
 def _configure_run(parser: Any) -> None:
