@@ -122,21 +122,7 @@ class AudioPipeline:
             if len(self._preroll) >= PREROLL_FRAMES or len({f[0] for f in self._preroll}) > 1:
                 self._decide()
             return
-        t = self._tracks.get(track)
-        if t is None:
-            self.frames_ignored += 1
-            return
-        if timestamp_ms is not None and position is None:
-            position = (timestamp_ms - t.ts_base) * self.rate // 1000
-        reorder = t.reorder
-        if reorder is not None and sequence is not None:
-            if reorder.next_in_order(sequence):
-                self._place(t, payload, position, timestamp_ms, 0)
-                return
-            for lost, (p, pos, ts) in reorder.push(sequence, (payload, position, timestamp_ms)):
-                self._place(t, p, pos, ts, lost)
-        else:
-            self._place(t, payload, position, timestamp_ms, 0)
+        self._push(track, payload, sequence, timestamp_ms, position)
 
     def _push(self, track: str, payload: bytes, sequence: int | None,
               timestamp_ms: int | None, position: int | None) -> None:
