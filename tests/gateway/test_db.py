@@ -63,6 +63,8 @@ async def test_a_returned_write_is_visible_to_a_new_connection(db, tmp_path):
 async def test_synchronous_full_and_wal(db):
     row = await db.fetchone("PRAGMA journal_mode")
     assert row[0] == "wal"
+    # The writer's own setting is what makes a returned write durable: 2 = FULL.
+    assert db._writer.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_migrations_are_applied_once(tmp_path):
