@@ -34,11 +34,11 @@ import uuid
 from pathlib import Path
 
 import keys
-from gateway.audit import AuditLog
-from gateway.clock import SystemClock
-from gateway.db import Database
+from gateway.core.clock import SystemClock
+from gateway.store.sqlite import Database
 from gateway.transparency import merkle
 from gateway.transparency.entries import encode_entry
+from gateway.transparency.log import AuditLog
 
 PROOF_N = int(os.environ.get("AUDIT_BENCH_PROOF_N", "1000000"))
 APPENDS = int(os.environ.get("AUDIT_BENCH_APPENDS", "20000"))
@@ -229,7 +229,7 @@ async def _proofs(tmp: Path) -> dict[str, float]:
 def _encode_us() -> float:
     """Validating and encoding one entry (canonical JSON + the phone-number scan), the part
     of an append that runs before the writer: the floor under every append figure."""
-    from gateway.audit import _prepare
+    from gateway.transparency.log import _prepare
     n = 5000
     started = time.perf_counter()
     for _ in range(n):

@@ -25,12 +25,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from gateway.blobstore import FileBlobStore
-from gateway.clock import ManualClock, isoformat
 from gateway.config import Config
-from gateway.retention import get_retention
+from gateway.core.clock import ManualClock, isoformat
+from gateway.lifecycle.retention import get_retention
 from gateway.services import init_storage, open_services
-from gateway.tenants import create_tenant
+from gateway.store.files import FileBlobStore
+from gateway.tenants.accounts import create_tenant
 
 CALLS = int(os.environ.get("BENCH_RETENTION_CALLS", "100000"))
 # Ids as the gateway makes them: "uuid7" (time-ordered, RFC 9562 §5.7, gateway/ids.py), so

@@ -8,13 +8,13 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import features
-from .clock import Clock
-from .config import Config, parse_listen
-from .metrics import Metrics
-from .services import GatewayServices, open_services
-from .web.common import SERVICES
-from .web.middleware import problems_and_metrics
+from gateway import features
+from gateway.config import Config, parse_listen
+from gateway.core.clock import Clock
+from gateway.core.metrics import Metrics
+from gateway.services import GatewayServices, open_services
+from gateway.web.common import SERVICES
+from gateway.web.middleware import problems_and_metrics
 
 log = logging.getLogger("gateway.app")
 

@@ -12,10 +12,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .config import Config, ConfigError, load_config
-from .logs import setup_logging
-from .problems import Problem
-from .services import GatewayServices, NotInitialised, init_storage, open_services
+from gateway.config import Config, ConfigError, load_config
+from gateway.core.logs import setup_logging
+from gateway.errors import Problem
+from gateway.services import GatewayServices, NotInitialised, init_storage, open_services
 
 
 def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -32,7 +32,7 @@ async def with_services(config: Config, fn: Callable[[GatewayServices], Awaitabl
 
 async def cmd_init(args: argparse.Namespace, config: Config) -> int:
     created = init_storage(config)
-    from .db import Database
+    from gateway.store.sqlite import Database
     db = await Database(config.database_path).open()  # applies the migrations
     await db.close()
     emit(args, {"data_dir": str(config.data_dir), "created": created},
@@ -42,13 +42,13 @@ async def cmd_init(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cmd_serve(args: argparse.Namespace, config: Config) -> int:
-    from .app import serve
+    from gateway.app import serve
     await serve(config)
     return 0
 
 
 async def cmd_tenant_create(args: argparse.Namespace, config: Config) -> int:
-    from .tenants import create_tenant
+    from gateway.tenants.accounts import create_tenant
 
     async def run(svc: GatewayServices) -> int:
         tenant_id, api_key = await create_tenant(svc.db, svc.keyring, svc.clock, args.name)
@@ -59,7 +59,7 @@ async def cmd_tenant_create(args: argparse.Namespace, config: Config) -> int:
 
 
 async def cmd_staff_create(args: argparse.Namespace, config: Config) -> int:
-    from .tenants import create_staff
+    from gateway.tenants.accounts import create_staff
 
     async def run(svc: GatewayServices) -> int:
         staff_id, pseudonym, token = await create_staff(
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--employer", required=True)
         p.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. DE")
     add(("staff", "create"), cmd_staff_create, staff_args, "create a support staff account")
-    from . import features
+    from gateway import features
     for area in features.modules():
         for path, configure, run in getattr(area, "cli_commands", []):
             add(path, run, configure)

@@ -15,8 +15,12 @@ from types import ModuleType
 
 
 def modules() -> list[ModuleType]:
-    from . import audit, key_rotation, media, recording_fetch, retention, staff_access
-    from .web import (
+    from gateway import media
+    from gateway.access import staff_access
+    from gateway.ingest import recording_fetch
+    from gateway.lifecycle import key_rotation, retention
+    from gateway.transparency import log as audit
+    from gateway.web import (
         access_api,
         health,
         hooks,

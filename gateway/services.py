@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keys
-
-from .blobstore import FileBlobStore
-from .calls import CallService
-from .clock import Clock, SystemClock
-from .config import Config
-from .db import Database
-from .ingest import IngestService
-from .integrations import IntegrationService
-from .keyring import KeyRing
-from .metrics import Metrics
-from .recordings import RecordingService
+from gateway.calls.recordings import RecordingService
+from gateway.calls.service import CallService
+from gateway.config import Config
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.metrics import Metrics
+from gateway.ingest.integrations import IntegrationService
+from gateway.ingest.pipeline import IngestService
+from gateway.store.files import FileBlobStore
+from gateway.store.sqlite import Database
+from gateway.tenants.keyring import KeyRing
 
 
 class NotInitialised(RuntimeError):
@@ -86,7 +85,7 @@ async def open_services(config: Config, clock: Clock | None = None,
         recordings=RecordingService(db, keyring, blobs, clock, metrics))
     # Hooks that must be in place before anything runs (recovery handlers, ingest
     # subscribers), in the server and the CLI alike.
-    from . import features
+    from gateway import features
     for area in features.modules():
         if hasattr(area, "register"):
             area.register(services)

@@ -14,10 +14,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
-from gateway.clock import ManualClock
 from gateway.config import Config
+from gateway.core.clock import ManualClock
 from gateway.services import GatewayServices, init_storage, open_services
-from gateway.tenants import create_staff, create_tenant
+from gateway.tenants.accounts import create_staff, create_tenant
 
 PUBLIC_BASE_URL = "https://gateway.example.com"
 

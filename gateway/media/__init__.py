@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import api, websocket, whip
-from .config import MediaConfig, media_config
-from .live import LiveRecording, MediaService
+from gateway.media import api, websocket, whip
+from gateway.media.config import MediaConfig, media_config
+from gateway.media.live import LiveRecording, MediaService
 
 __all__ = ["LiveRecording", "MediaConfig", "MediaService", "register", "routes", "startup"]
 
@@ -27,7 +27,7 @@ def register(services) -> None:
     media = MediaService(services, media_config(services.config))
     services.features[FEATURE] = media
     services.recordings.recovery_handlers["stream"] = media.recover_stream
-    from .whatsapp import on_ingested_events
+    from gateway.media.whatsapp import on_ingested_events
 
     async def subscriber(integration, events):
         await on_ingested_events(media, integration, events)
@@ -37,7 +37,7 @@ def register(services) -> None:
 
 async def startup(app: web.Application, services) -> None:
     media: MediaService = services.features[FEATURE]
-    from .webrtc import WebRtcService
+    from gateway.media.webrtc import WebRtcService
     media.webrtc = WebRtcService(media)
     media.start_sweeper()
 

@@ -11,9 +11,9 @@ import re
 
 from aiohttp import web
 
-from ..problems import not_found
-from ..web.common import json_response, require_tenant, services
-from ..web.tenant_api import path_id
+from gateway.errors import not_found
+from gateway.web.common import json_response, require_tenant, services
+from gateway.web.tenant_api import path_id
 
 routes = web.RouteTableDef()
 _TOKEN_ID_RE = re.compile(r"^[0-9a-f]{16}$")

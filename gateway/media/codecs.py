@@ -12,9 +12,8 @@ from __future__ import annotations
 
 from adapters.media import AMR_WB, G722, L16BE, L16LE, OPUS, PCMA, PCMU, MediaProtocolError
 from adapters.media._events import invalid, policy
-
-from ._audioop import audioop
-from .wav import WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM
+from gateway.media._audioop import audioop
+from gateway.media.wav import WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM
 
 # Largest magnitude each codec can produce once decoded: a sample at this level is at the
 # codec's full scale, i.e. clipped. G.711 decodes to at most 32124 (mu-law, ITU-T G.711

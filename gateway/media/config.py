@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..config import ConfigError, register_section
+from gateway.config import ConfigError, register_section
 
 SECTION = "media"
 G711_STORAGE = ("pcm16", "as_received")

@@ -30,15 +30,14 @@ import keys
 from adapters.events import CallEvent
 from adapters.media import MediaProtocolError
 from adapters.media._events import policy
-
-from ..clock import isoformat
-from ..integrations import Integration
-from ..recordings import META_RECORD, RecordingWriter
-from . import wav
-from .config import MediaConfig
-from .metrics import MediaMetrics
-from .pipeline import AudioPipeline
-from .tokens import IngestTokens
+from gateway.calls.recordings import META_RECORD, RecordingWriter
+from gateway.core.clock import isoformat
+from gateway.ingest.integrations import Integration
+from gateway.media import wav
+from gateway.media.config import MediaConfig
+from gateway.media.metrics import MediaMetrics
+from gateway.media.pipeline import AudioPipeline
+from gateway.media.tokens import IngestTokens
 
 log = logging.getLogger("gateway.media")
 

@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from adapters.media import ReorderBuffer
-
-from ._audioop import audioop
-from .codecs import Decoder
-from .stats import StreamStats
+from gateway.media._audioop import audioop
+from gateway.media.codecs import Decoder
+from gateway.media.stats import StreamStats
 
 # A track more than this far ahead of the other gets the other padded: platforms send both
 # tracks in real time, so 2 s is far beyond jitter while bounding what is held per stream.

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._audioop import audioop
+from gateway.media._audioop import audioop
 
 FULL_SCALE = 32768.0
 # 16-bit PCM resolves about 96 dB below full scale; anything lower reads as this floor.

@@ -15,9 +15,9 @@ import re
 import secrets
 from typing import Any
 
-from ..clock import Clock, isoformat
-from ..db import Database
-from ..problems import not_found
+from gateway.core.clock import Clock, isoformat
+from gateway.errors import not_found
+from gateway.store.sqlite import Database
 
 PREFIX = "vgwi"
 _TOKEN_RE = re.compile(r"^vgwi_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -42,7 +42,7 @@ class IngestTokens:
                 "SELECT COUNT(*) AS n FROM media_ingest_tokens WHERE integration_id = ?"
                 " AND revoked_at IS NULL", (integration_id,))["n"]
             if active >= MAX_ACTIVE_PER_INTEGRATION:
-                from ..problems import Problem
+                from gateway.errors import Problem
                 raise Problem(409, "conflict", "too many active ingest tokens",
                               f"revoke one first (limit {MAX_ACTIVE_PER_INTEGRATION})")
             tx.execute("INSERT INTO media_ingest_tokens (id, tenant_id, integration_id,"

@@ -17,8 +17,8 @@ import logging
 import secrets
 from typing import Any
 
-from ._audioop import audioop
-from .codecs import Decoder
+from gateway.media._audioop import audioop
+from gateway.media.codecs import Decoder
 
 log = logging.getLogger("gateway.media")
 

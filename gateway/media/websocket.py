@@ -34,10 +34,9 @@ from adapters.media import (
     TwilioMediaParser,
     VonageMediaParser,
 )
-
-from ..problems import Problem, not_found
-from ..web.common import services
-from .codecs import decoder_for
+from gateway.errors import Problem, not_found
+from gateway.media.codecs import decoder_for
+from gateway.web.common import services
 
 log = logging.getLogger("gateway.media")
 routes = web.RouteTableDef()

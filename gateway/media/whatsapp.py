@@ -107,7 +107,7 @@ class WhatsAppCalls:
             return
         session = rtc.new_peer("whatsapp")
         try:
-            from .webrtc import SilenceTrack
+            from gateway.media.webrtc import SilenceTrack
 
             await rtc.negotiate(session, event.sdp_offer)
             for transceiver in session.pc.getTransceivers():

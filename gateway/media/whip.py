@@ -24,9 +24,8 @@ from datetime import timedelta
 from aiohttp import web
 
 from adapters.events import CallEvent
-
-from ..problems import Problem, not_found, unauthorized
-from ..web.common import read_body, services
+from gateway.errors import Problem, not_found, unauthorized
+from gateway.web.common import read_body, services
 
 routes = web.RouteTableDef()
 SDP_TYPE = "application/sdp"

@@ -5,7 +5,7 @@ offline bundle verifier. No I/O: storage, clocks and keys are the caller's.
 Formats: docs/transparency.md.
 """
 
-from .checkpoint import (
+from gateway.transparency.checkpoint import (
     Checkpoint,
     CheckpointError,
     format_checkpoint,
@@ -16,8 +16,14 @@ from .checkpoint import (
     sign_note,
     verifier_key_string,
 )
-from .entries import EntryError, decode_entry, encode_entry, find_phone_like, format_time
-from .merkle import (
+from gateway.transparency.entries import (
+    EntryError,
+    decode_entry,
+    encode_entry,
+    find_phone_like,
+    format_time,
+)
+from gateway.transparency.merkle import (
     EMPTY_ROOT,
     MemoryNodeStore,
     append_leaf,
@@ -30,7 +36,7 @@ from .merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from .verify import VerifyReport, build_bundle, verify_bundle
+from gateway.transparency.verify import VerifyReport, build_bundle, verify_bundle
 
 __all__ = [
     "EMPTY_ROOT",

@@ -6,7 +6,7 @@ import hashlib
 import random
 import time
 
-from .merkle import MemoryNodeStore, inclusion_proof, verify_inclusion
+from gateway.transparency.merkle import MemoryNodeStore, inclusion_proof, verify_inclusion
 
 
 def bench_proofs(n: int, samples: int = 2000, seed: int = 1) -> dict[str, float]:

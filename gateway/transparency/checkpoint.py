@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .merkle import HASH_SIZE, MAX_TREE_SIZE
+from gateway.transparency.merkle import HASH_SIZE, MAX_TREE_SIZE
 
 __all__ = [
     "ALG_ED25519",

@@ -26,15 +26,15 @@ import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checkpoint import (
+from gateway.transparency.checkpoint import (
     Checkpoint,
     CheckpointError,
     parse_and_verify_note,
     parse_verifier_key,
     verifier_key_string,
 )
-from .entries import EntryError, decode_entry
-from .merkle import MemoryNodeStore, hash_leaf, root_hash, verify_consistency
+from gateway.transparency.entries import EntryError, decode_entry
+from gateway.transparency.merkle import MemoryNodeStore, hash_leaf, root_hash, verify_consistency
 
 __all__ = ["VerifyReport", "build_bundle", "verify_bundle"]
 

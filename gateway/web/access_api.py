@@ -8,9 +8,9 @@ import re
 
 from aiohttp import web
 
-from ..problems import not_found
-from ..staff_access import get_staff_access
-from .common import json_response, query_int, read_json, require_tenant, services
+from gateway.access.staff_access import get_staff_access
+from gateway.errors import not_found
+from gateway.web.common import json_response, query_int, read_json, require_tenant, services
 
 routes = web.RouteTableDef()
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

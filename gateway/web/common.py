@@ -7,8 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from ..problems import Problem, too_large, unauthorized
-from ..tenants import StaffPrincipal, TenantPrincipal, authenticate_staff, authenticate_tenant
+from gateway.errors import Problem, too_large, unauthorized
+from gateway.tenants.accounts import (
+    StaffPrincipal,
+    TenantPrincipal,
+    authenticate_staff,
+    authenticate_tenant,
+)
 
 SERVICES = web.AppKey("services", object)
 
@@ -83,7 +88,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:
-    from ..problems import invalid
+    from gateway.errors import invalid
     raw = request.query.get(name)
     if raw is None:
         return default

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..openapi import document
-from .common import json_response, services
+from gateway.web.common import json_response, services
+from gateway.web.openapi import document
 
 routes = web.RouteTableDef()
 

@@ -10,9 +10,8 @@ from aiohttp import web
 
 import adapters
 from adapters.events import HandshakeReply, WebhookRequest
-
-from ..problems import Problem, not_found
-from .common import json_response, read_body, services
+from gateway.errors import Problem, not_found
+from gateway.web.common import json_response, read_body, services
 
 routes = web.RouteTableDef()
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..key_rotation import get_key_service
-from .common import json_response, require_tenant, services
+from gateway.lifecycle.key_rotation import get_key_service
+from gateway.web.common import json_response, require_tenant, services
 
 routes = web.RouteTableDef()
 

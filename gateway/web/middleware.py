@@ -12,8 +12,8 @@ import time
 
 from aiohttp import web
 
-from ..problems import Problem, problem_response
-from .common import services
+from gateway.errors import Problem, problem_response
+from gateway.web.common import services
 
 log = logging.getLogger("gateway.http")
 # Request ids: a per-process prefix and a counter; cheap, unique, and meaningless outside.

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..retention import get_retention
-from .common import json_response, read_json, require_tenant, services
-from .tenant_api import path_id
+from gateway.lifecycle.retention import get_retention
+from gateway.web.common import json_response, read_json, require_tenant, services
+from gateway.web.tenant_api import path_id
 
 routes = web.RouteTableDef()
 

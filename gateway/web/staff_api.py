@@ -11,11 +11,11 @@ import re
 
 from aiohttp import web
 
-from ..diagnostics import get_diagnostics
-from ..problems import Problem, invalid, not_found
-from ..staff_access import ReadDecision, get_staff_access, refusal_problem
-from .common import json_response, query_int, read_json, require_staff, services
-from .tenant_api import stream_recording
+from gateway.access.diagnostics import get_diagnostics
+from gateway.access.staff_access import ReadDecision, get_staff_access, refusal_problem
+from gateway.errors import Problem, invalid, not_found
+from gateway.web.common import json_response, query_int, read_json, require_staff, services
+from gateway.web.tenant_api import stream_recording
 
 log = logging.getLogger("gateway.staff_api")
 routes = web.RouteTableDef()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..subjects import get_subjects
-from .common import json_response, query_int, read_json, require_tenant, services
-from .tenant_api import path_id
+from gateway.lifecycle.subjects import get_subjects
+from gateway.web.common import json_response, query_int, read_json, require_tenant, services
+from gateway.web.tenant_api import path_id
 
 routes = web.RouteTableDef()
 

@@ -6,9 +6,16 @@ import re
 
 from aiohttp import web
 
-from ..calls import parse_time_param
-from ..problems import Problem, invalid, not_found
-from .common import body_chunks, json_response, query_int, read_json, require_tenant, services
+from gateway.calls.service import parse_time_param
+from gateway.errors import Problem, invalid, not_found
+from gateway.web.common import (
+    body_chunks,
+    json_response,
+    query_int,
+    read_json,
+    require_tenant,
+    services,
+)
 
 routes = web.RouteTableDef()
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

@@ -12,12 +12,12 @@ import logging
 
 from aiohttp import web
 
-from ..audit import MAX_ENTRIES_PAGE, AuditLog, get_audit_log
-from ..problems import Problem, invalid
-from ..tenants import TenantPrincipal
-from ..transparency.entries import decode_entry
-from ..transparency.merkle import hash_leaf
-from .common import json_response, require_tenant, services
+from gateway.errors import Problem, invalid
+from gateway.tenants.accounts import TenantPrincipal
+from gateway.transparency.entries import decode_entry
+from gateway.transparency.log import MAX_ENTRIES_PAGE, AuditLog, get_audit_log
+from gateway.transparency.merkle import hash_leaf
+from gateway.web.common import json_response, require_tenant, services
 
 log = logging.getLogger("gateway.transparency_api")
 routes = web.RouteTableDef()

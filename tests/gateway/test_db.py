@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from gateway.db import Database, apply_migrations_sync
+from gateway.store.sqlite import Database, apply_migrations_sync
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import logging
 import aiohttp
 
 from gateway.app import build_metrics_app
-from gateway.logs import JsonFormatter
+from gateway.core.logs import JsonFormatter
 from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 
 

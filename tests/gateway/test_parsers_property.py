@@ -8,9 +8,9 @@ import string
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.calls import decode_cursor, encode_cursor, parse_time_param
-from gateway.phone import PartyError, normalise_party, try_normalise_party
-from gateway.problems import Problem
+from gateway.calls.service import decode_cursor, encode_cursor, parse_time_param
+from gateway.core.phone import PartyError, normalise_party, try_normalise_party
+from gateway.errors import Problem
 from gateway.web.tenant_api import parse_range
 
 

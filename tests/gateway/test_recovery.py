@@ -8,7 +8,7 @@ import os
 
 import aiohttp
 
-from gateway.recordings import LEASE_SECONDS
+from gateway.calls.recordings import LEASE_SECONDS
 from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 
 

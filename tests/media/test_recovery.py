@@ -18,9 +18,9 @@ from aiohttp.test_utils import TestServer
 
 from bench._harness import GatewayProcess
 from gateway.app import build_app
-from gateway.clock import ManualClock
+from gateway.calls.recordings import LEASE_SECONDS
+from gateway.core.clock import ManualClock
 from gateway.media.codecs import decoder_for
-from gateway.recordings import LEASE_SECONDS
 from gateway.services import open_services
 
 from . import _gw

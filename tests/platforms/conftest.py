@@ -11,10 +11,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.app import build_app
-from gateway.clock import ManualClock
 from gateway.config import Config
+from gateway.core.clock import ManualClock
+from gateway.ingest.recording_fetch import RecordingFetchConfig
 from gateway.media.config import MediaConfig
-from gateway.recording_fetch import RecordingFetchConfig
 from gateway.services import init_storage, open_services
 from tests.conftest import RunningGateway, make_config
 

@@ -8,7 +8,7 @@ import string
 from datetime import datetime, timedelta
 from typing import Any
 
-from gateway.clock import parse_iso
+from gateway.core.clock import parse_iso
 from tests.conftest import RunningGateway, Tenant
 
 

@@ -8,7 +8,7 @@ import asyncio
 import json
 from datetime import timedelta
 
-from gateway.clock import isoformat
+from gateway.core.clock import isoformat
 from tests.gateway.helpers import new_whsec, scan_tree_for, standard_delivery
 
 from .fakes import FakePlatform

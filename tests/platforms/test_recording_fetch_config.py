@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.recording_fetch import (
+from gateway.ingest.recording_fetch import (
     DEFAULT_ALLOWED_HOSTS,
     AddressRefused,
     PublicAddressResolver,

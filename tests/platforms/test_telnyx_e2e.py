@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from gateway.ingest import EVENT_RECORD
+from gateway.ingest.pipeline import EVENT_RECORD
 
 from .fakes import FakePlatform
 from .helpers import (

@@ -61,7 +61,7 @@ class Env:
         return body["id"]
 
     async def sweep(self, **kwargs: Any):
-        from gateway.retention import get_retention
+        from gateway.lifecycle.retention import get_retention
         return await get_retention(self.gateway.services).sweep(**kwargs)
 
     async def count(self, table: str, where: str = "1", params: tuple = ()) -> int:
@@ -74,7 +74,7 @@ class Env:
         return self.gateway.services.blobs._path(self.tenant.id, recording_id)
 
     async def audit_entries(self) -> list[dict[str, Any]]:
-        from gateway.audit import get_audit_log
+        from gateway.transparency.log import get_audit_log
         log = get_audit_log(self.gateway.services)
         size = await log.size(self.tenant.id)
         return [json.loads(e) for e in await log.entries(self.tenant.id, 0, size)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.retention import ProgressBar, RetentionConfig, get_retention
+from gateway.lifecycle.retention import ProgressBar, RetentionConfig, get_retention
 from tests.retention.helpers import eventually, iso, make_env
 
 
@@ -29,7 +29,7 @@ def test_config_section_defaults_overrides_and_errors(tmp_path):
                     "[retention.classes.recordings]\nmax_days = 90\n"
                     "[keys]\ngrace_seconds = 60.0\n")
     # The CLI imports the feature modules (which register their sections) before loading.
-    import gateway.key_rotation  # noqa: F401
+    import gateway.lifecycle.key_rotation  # noqa: F401
     config = load_config(path)
     section = config.section("retention")
     assert section.batch_size == 100 and section.dsr_due_days == 14

@@ -16,9 +16,9 @@ from datetime import timedelta
 import pytest
 
 from adapters.events import CallEvent
-from gateway.audit import get_audit_log
-from gateway.retention import RetentionService, SweepInterrupted, get_retention
+from gateway.lifecycle.retention import RetentionService, SweepInterrupted, get_retention
 from gateway.services import open_services
+from gateway.transparency.log import get_audit_log
 from tests.retention.helpers import make_env
 
 HELD_NUMBER = "+14155550177"

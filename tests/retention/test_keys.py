@@ -7,7 +7,7 @@ import json
 import uuid
 
 import keys
-from gateway.key_rotation import SealedColumn, get_key_service, register_sealed_column
+from gateway.lifecycle.key_rotation import SealedColumn, get_key_service, register_sealed_column
 from tests.retention.helpers import make_env
 
 AUDIO = b"\x00\x01audio-bytes-that-must-not-change" * 3000

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 import keys
-from gateway.key_rotation import get_key_service
-from gateway.problems import Problem
+from gateway.errors import Problem
+from gateway.lifecycle.key_rotation import get_key_service
 from tests.retention.helpers import eventually, make_env
 
 SUBJECT = "+14155550123"

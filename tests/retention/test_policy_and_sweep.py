@@ -291,5 +291,5 @@ async def test_receipts_in_the_audit_log_and_metrics(gateway):
 
 
 def get_lag(gateway) -> float:
-    from gateway.retention import get_retention
+    from gateway.lifecycle.retention import get_retention
     return get_retention(gateway.services).lag.labels("call_metadata")._value.get()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.clock import isoformat, parse_iso
+from gateway.core.clock import isoformat, parse_iso
 from tests.staff.conftest import (
     approve,
     log_entries,

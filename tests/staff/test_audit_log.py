@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import keys
-from gateway.audit import AuditLog, verify_database
-from gateway.clock import ManualClock
-from gateway.db import Database
+from gateway.core.clock import ManualClock
+from gateway.store.sqlite import Database
 from gateway.transparency import EntryError, merkle, verify_bundle
+from gateway.transparency.log import AuditLog, verify_database
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = {"kind": "key_event", "actor": {"type": "system", "id": "key-rotation"}}
@@ -162,9 +162,9 @@ WORKER = textwrap.dedent("""
     import asyncio, sys, time
     from pathlib import Path
     import keys
-    from gateway.audit import AuditLog
-    from gateway.clock import SystemClock
-    from gateway.db import Database
+    from gateway.transparency.log import AuditLog
+    from gateway.core.clock import SystemClock
+    from gateway.store.sqlite import Database
 
     async def main(path, key_path, tenant, n, name, barrier_dir):
         db = await Database(path).open()

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from .tasks import cancel_and_wait
+from gateway.core.jobs import cancel_and_wait
 
 log = logging.getLogger("gateway.db")
 T = TypeVar("T")
@@ -218,7 +218,7 @@ class Database:
 
 def _migration_files() -> list[tuple[int, str, str]]:
     out = []
-    for entry in resources.files("gateway.migrations").iterdir():
+    for entry in resources.files("gateway.store.migrations").iterdir():
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             out.append((int(name[:4]), name, entry.read_text()))

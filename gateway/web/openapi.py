@@ -93,7 +93,7 @@ SCHEMAS: dict[str, Any] = {
 
 # -- staff access, tenant access policy, transparency log (docs/staff-access.md) ------------
 def _staff_access_paths() -> dict[str, dict[str, Any]]:
-    from .diagnostics import json_schema
+    from gateway.access.diagnostics import json_schema
 
     SCHEMAS["TechnicalView"] = json_schema()
     SCHEMAS["AccessRequestCreate"] = {

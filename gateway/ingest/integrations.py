@@ -11,11 +11,10 @@ from typing import Any
 
 import adapters
 from adapters.events import AdapterError
-
-from .clock import Clock, isoformat
-from .db import Database
-from .keyring import KeyRing
-from .problems import invalid, not_found
+from gateway.core.clock import Clock, isoformat
+from gateway.errors import invalid, not_found
+from gateway.store.sqlite import Database
+from gateway.tenants.keyring import KeyRing
 
 CREDENTIALS_RECORD = "integration-credentials"
 # Technical options a tenant may set per integration, with their defaults.

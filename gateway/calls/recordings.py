@@ -26,15 +26,14 @@ from datetime import timedelta
 from typing import Any
 
 import keys
-
-from .blobstore import FileBlobStore
-from .calls import VISIBLE_RECORDING_STATES
-from .clock import Clock, isoformat
-from .db import Database, WriteTx
-from .ids import new_id
-from .keyring import KeyRing
-from .metrics import Metrics
-from .problems import Problem, not_found
+from gateway.calls.service import VISIBLE_RECORDING_STATES
+from gateway.core.clock import Clock, isoformat
+from gateway.core.metrics import Metrics
+from gateway.errors import Problem, not_found
+from gateway.store.files import FileBlobStore
+from gateway.store.ids import new_id
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.recordings")
 

@@ -40,15 +40,15 @@ from urllib.parse import urlsplit
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
 
-from .audit import AuditLog, get_audit_log
-from .clock import Clock, isoformat
-from .config import register_section
-from .db import Database, WriteTx
-from .keyring import KeyRing
-from .problems import Problem, invalid, not_found
-from .tasks import cancel_and_wait
-from .tenants import StaffPrincipal, TenantPrincipal
-from .transparency.entries import find_phone_like
+from gateway.config import register_section
+from gateway.core.clock import Clock, isoformat
+from gateway.core.jobs import cancel_and_wait
+from gateway.errors import Problem, invalid, not_found
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.accounts import StaffPrincipal, TenantPrincipal
+from gateway.tenants.keyring import KeyRing
+from gateway.transparency.entries import find_phone_like
+from gateway.transparency.log import AuditLog, get_audit_log
 
 log = logging.getLogger("gateway.staff_access")
 
@@ -104,7 +104,7 @@ register_section("staff_access", StaffAccessConfig)
 def _register_sealed_columns() -> None:
     """The webhook secret is a sealed record: key rotation reseals it with the rest."""
     try:
-        from .key_rotation import SealedColumn, register_sealed_column
+        from gateway.lifecycle.key_rotation import SealedColumn, register_sealed_column
     except ImportError:  # pragma: no cover - a build without key rotation
         return
     register_sealed_column(SealedColumn("access_webhooks", "secret", WEBHOOK_SECRET_RECORD,

@@ -20,9 +20,8 @@ import uuid
 from pathlib import Path
 
 import keys
-
-from .clock import Clock, isoformat
-from .db import Database, WriteTx
+from gateway.core.clock import Clock, isoformat
+from gateway.store.sqlite import Database, WriteTx
 
 # How long an opened ring is used before its key versions are checked again.
 RING_CACHE_SECONDS = 30.0

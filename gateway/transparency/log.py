@@ -39,13 +39,13 @@ from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter
 
-from .clock import Clock
-from .db import Database, WriteTx
-from .tasks import cancel_and_wait, start_for_app_lifetime
-from .transparency import merkle
-from .transparency.checkpoint import format_checkpoint, sign_note, verifier_key_string
-from .transparency.entries import encode_entry, format_time
-from .transparency.verify import VerifyReport, build_bundle, verify_bundle
+from gateway.core.clock import Clock
+from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.store.sqlite import Database, WriteTx
+from gateway.transparency import merkle
+from gateway.transparency.checkpoint import format_checkpoint, sign_note, verifier_key_string
+from gateway.transparency.entries import encode_entry, format_time
+from gateway.transparency.verify import VerifyReport, build_bundle, verify_bundle
 
 log = logging.getLogger("gateway.audit")
 
@@ -498,7 +498,7 @@ def verify_database(path: Path, tenant_id: str, trusted_key: str | None) -> Veri
 
 
 def _signing_public_key_from(trusted_key: str | None) -> bytes:
-    from .transparency.checkpoint import parse_verifier_key
+    from gateway.transparency.checkpoint import parse_verifier_key
     if trusted_key is None:
         raise ValueError("a trusted key is required")
     return parse_verifier_key(trusted_key)[1]
@@ -514,7 +514,7 @@ def _configure_verify(parser: Any) -> None:
 
 
 async def _cmd_verify(args: Any, config: Any) -> int:
-    from .transparency.checkpoint import CheckpointError
+    from gateway.transparency.checkpoint import CheckpointError
 
     trusted = args.trusted_key
     pinned_from_config = False

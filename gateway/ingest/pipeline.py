@@ -27,14 +27,13 @@ from adapters.events import (
     RecordingAvailable,
     WebhookRequest,
 )
-
-from .clock import Clock, isoformat
-from .db import Database, WriteTx
-from .ids import new_id
-from .integrations import Integration, IntegrationService
-from .keyring import KeyRing
-from .metrics import Metrics
-from .phone import try_normalise_party
+from gateway.core.clock import Clock, isoformat
+from gateway.core.metrics import Metrics
+from gateway.core.phone import try_normalise_party
+from gateway.ingest.integrations import Integration, IntegrationService
+from gateway.store.ids import new_id
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 PARTIES_RECORD = "call-parties"
 # How many (integration, platform call id) pairs the ingest path remembers as stored with

@@ -16,10 +16,10 @@ import string
 import uuid
 from dataclasses import dataclass
 
-from .clock import Clock, isoformat
-from .db import Database, WriteTx
-from .keyring import KeyRing
-from .problems import Problem, invalid
+from gateway.core.clock import Clock, isoformat
+from gateway.errors import Problem, invalid
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 TENANT_TOKEN_PREFIX = "vgw"
 STAFF_TOKEN_PREFIX = "vgws"

@@ -8,12 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from adapters.events import CALL_STATUSES
-
-from .clock import isoformat
-from .db import Database
-from .ingest import PARTIES_RECORD
-from .keyring import KeyRing
-from .problems import invalid, not_found
+from gateway.core.clock import isoformat
+from gateway.errors import invalid, not_found
+from gateway.ingest.pipeline import PARTIES_RECORD
+from gateway.store.sqlite import Database
+from gateway.tenants.keyring import KeyRing
 
 MAX_PAGE = 200
 DEFAULT_PAGE = 50

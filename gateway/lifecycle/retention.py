@@ -50,16 +50,15 @@ from typing import Any
 from prometheus_client import Counter, Gauge, Histogram
 
 import keys
-
-from .blobstore import FileBlobStore
-from .clock import Clock, isoformat, parse_iso
-from .config import ConfigError, register_section
-from .db import Database, WriteTx
-from .ingest import PARTIES_RECORD
-from .keyring import KeyRing
-from .phone import PartyError, normalise_party
-from .problems import Problem, invalid, not_found
-from .tasks import cancel_and_wait, start_for_app_lifetime
+from gateway.config import ConfigError, register_section
+from gateway.core.clock import Clock, isoformat, parse_iso
+from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.core.phone import PartyError, normalise_party
+from gateway.errors import Problem, invalid, not_found
+from gateway.ingest.pipeline import PARTIES_RECORD
+from gateway.store.files import FileBlobStore
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.retention")
 
@@ -1009,7 +1008,7 @@ def get_retention(services: Any) -> RetentionService:
     existing = services.features.get("retention")
     if existing is not None:
         return existing
-    from .audit import get_audit_log
+    from gateway.transparency.log import get_audit_log
 
     service = RetentionService(
         services.db, services.keyring, services.blobs, services.clock,
@@ -1035,7 +1034,7 @@ def _configure_run(parser: Any) -> None:
 
 
 async def _cmd_run(args: Any, config: Any) -> int:
-    from .services import open_services
+    from gateway.services import open_services
 
     services = await open_services(config)
     try:

@@ -38,13 +38,12 @@ from datetime import timedelta
 from typing import Any
 
 import keys
-
-from .calls import VISIBLE_RECORDING_STATES, CallService
-from .clock import isoformat
-from .db import WriteTx
-from .ingest import EVENT_RECORD, PARTIES_RECORD
-from .problems import invalid, not_found
-from .retention import RetentionService, delete_calls_tx, hash_id
+from gateway.calls.service import VISIBLE_RECORDING_STATES, CallService
+from gateway.core.clock import isoformat
+from gateway.errors import invalid, not_found
+from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
+from gateway.lifecycle.retention import RetentionService, delete_calls_tx, hash_id
+from gateway.store.sqlite import WriteTx
 
 SUBJECT_RECORD = "subject-request"
 KINDS = ("search", "export", "erase", "restrict", "rectify")
@@ -441,7 +440,7 @@ def get_subjects(services: Any) -> SubjectService:
     existing = services.features.get("subjects")
     if existing is not None:
         return existing
-    from .retention import get_retention
+    from gateway.lifecycle.retention import get_retention
 
     service = SubjectService(services, get_retention(services))
     services.features["subjects"] = service

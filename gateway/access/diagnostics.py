@@ -22,13 +22,12 @@ import re
 from typing import Any
 
 import keys
-
-from .clock import parse_iso
-from .db import Database
-from .ingest import EVENT_RECORD, PARTIES_RECORD
-from .keyring import KeyRing
-from .problems import not_found
-from .transparency.entries import find_phone_like
+from gateway.core.clock import parse_iso
+from gateway.errors import not_found
+from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
+from gateway.store.sqlite import Database
+from gateway.tenants.keyring import KeyRing
+from gateway.transparency.entries import find_phone_like
 
 log = logging.getLogger("gateway.diagnostics")
 

@@ -45,17 +45,16 @@ from datetime import timedelta
 from typing import Any
 
 import keys
-
-from .clock import Clock, isoformat, parse_iso
-from .config import ConfigError, register_section
-from .db import Database, WriteTx
-from .ingest import EVENT_RECORD, PARTIES_RECORD
-from .integrations import CREDENTIALS_RECORD
-from .keyring import KeyRing
-from .problems import Problem, not_found
-from .recordings import META_RECORD
-from .retention import HOLD_NUMBER_RECORD, HOLD_REASON_RECORD
-from .tasks import cancel_and_wait, start_for_app_lifetime
+from gateway.calls.recordings import META_RECORD
+from gateway.config import ConfigError, register_section
+from gateway.core.clock import Clock, isoformat, parse_iso
+from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.errors import Problem, not_found
+from gateway.ingest.integrations import CREDENTIALS_RECORD
+from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
+from gateway.lifecycle.retention import HOLD_NUMBER_RECORD, HOLD_REASON_RECORD
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.keys")
 
@@ -691,7 +690,7 @@ def get_key_service(services: Any) -> KeyService:
     existing = services.features.get("key_rotation")
     if existing is not None:
         return existing
-    from .audit import get_audit_log
+    from gateway.transparency.log import get_audit_log
 
     service = KeyService(services.db, services.keyring, services.blobs, services.clock,
                          services.config.section("keys"), audit=get_audit_log(services),
@@ -717,7 +716,7 @@ def _configure_offboard(parser: Any) -> None:
 
 
 async def _cmd_offboard(args: Any, config: Any) -> int:
-    from .services import open_services
+    from gateway.services import open_services
 
     try:
         tenant_id = str(uuid.UUID(args.tenant_id))
@@ -758,7 +757,7 @@ def _configure_rotate(parser: Any) -> None:
 
 
 async def _cmd_rotate(args: Any, config: Any) -> int:
-    from .services import open_services
+    from gateway.services import open_services
 
     services = await open_services(config)
     try:
@@ -786,7 +785,7 @@ async def _cmd_rotate(args: Any, config: Any) -> int:
 
 
 async def _cmd_status(args: Any, config: Any) -> int:
-    from .services import open_services
+    from gateway.services import open_services
 
     services = await open_services(config)
     try:

@@ -50,15 +50,14 @@ from prometheus_client import Counter, Gauge
 
 import adapters
 from adapters.events import RecordingAvailable
-
-from .clock import Clock, isoformat
-from .config import ConfigError, register_section
-from .db import Database, WriteTx
-from .integrations import Integration, IntegrationService
-from .keyring import KeyRing
-from .problems import Problem
-from .recordings import RecordingService
-from .tasks import cancel_and_wait, start_for_app_lifetime
+from gateway.calls.recordings import RecordingService
+from gateway.config import ConfigError, register_section
+from gateway.core.clock import Clock, isoformat
+from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.errors import Problem
+from gateway.ingest.integrations import Integration, IntegrationService
+from gateway.store.sqlite import Database, WriteTx
+from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.recording_fetch")
 REQUEST_RECORD = "recording-fetch-request"
