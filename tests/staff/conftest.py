@@ -8,9 +8,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-import gateway.access.staff_access  # noqa: F401  (registers the [staff_access] section)
 import pytest
 
+import gateway.access.staff_access  # noqa: F401  (registers the [staff_access] section)
 from gateway.config import Config
 from gateway.services import init_storage
 from tests.conftest import make_config
