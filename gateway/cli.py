@@ -14,7 +14,7 @@ from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.core.logs import setup_logging
-from gateway.errors import Problem
+from gateway.errors import DomainError
 from gateway.services import GatewayServices, NotInitialised, init_storage, open_services
 
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, NotInitialised) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
-    except Problem as problem:
+    except DomainError as problem:
         print(f"gateway: {problem.title}: {problem.detail or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry, Counter
 from gateway.config import register_section
 from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import cancel_and_wait
-from gateway.errors import Problem, invalid, not_found
+from gateway.errors import DomainError, invalid, not_found
 from gateway.store.sqlite import Database, WriteTx
 from gateway.tenants.accounts import StaffPrincipal, TenantPrincipal
 from gateway.tenants.keyring import KeyRing
@@ -299,8 +299,8 @@ _REASON_ORDER = ("restricted", "level", "used", "revoked", "expired", "out_of_sc
                  "denied", "pending", "no_grant")
 
 
-def refusal_problem(reason: str) -> Problem:
-    return Problem(403, "forbidden", "access denied", _REFUSALS.get(reason, "access denied"),
+def refusal_problem(reason: str) -> DomainError:
+    return DomainError(403, "forbidden", "access denied", _REFUSALS.get(reason, "access denied"),
                    reason=reason)
 
 
@@ -511,7 +511,7 @@ class StaffAccessService:
         if outcome == "missing":
             raise not_found("access request")
         if outcome != "ok":
-            raise Problem(409, "conflict", "the request is not pending",
+            raise DomainError(409, "conflict", "the request is not pending",
                           f"the request is {outcome}", state=outcome)
         return await self.get_for_tenant(tenant.tenant_id, grant_id)
 
@@ -538,7 +538,7 @@ class StaffAccessService:
         if outcome == "missing":
             raise not_found("grant")
         if outcome != "ok":
-            raise Problem(409, "conflict", "the grant is not active", f"the grant is {outcome}",
+            raise DomainError(409, "conflict", "the grant is not active", f"the grant is {outcome}",
                           state=outcome)
         return await self.get_for_tenant(tenant.tenant_id, grant_id)
 

@@ -29,7 +29,7 @@ import keys
 from gateway.calls.service import VISIBLE_RECORDING_STATES
 from gateway.core.clock import Clock, isoformat
 from gateway.core.metrics import Metrics
-from gateway.errors import Problem, not_found
+from gateway.errors import DomainError, not_found
 from gateway.store.files import FileBlobStore
 from gateway.store.ids import new_id
 from gateway.store.sqlite import Database, WriteTx
@@ -173,7 +173,7 @@ class RecordingService:
         try:
             async for chunk in chunks:
                 if max_bytes is not None and writer.length + len(chunk) > max_bytes:
-                    raise Problem(413, "payload-too-large", "recording too large",
+                    raise DomainError(413, "payload-too-large", "recording too large",
                                   f"the limit is {max_bytes} bytes", limit=max_bytes)
                 await writer.write(chunk)
             return await writer.finish(content_type)

@@ -54,7 +54,7 @@ from gateway.calls.recordings import RecordingService
 from gateway.config import ConfigError, register_section
 from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
-from gateway.errors import Problem
+from gateway.errors import DomainError
 from gateway.ingest.integrations import Integration, IntegrationService
 from gateway.store.sqlite import Database, WriteTx
 from gateway.tenants.keyring import KeyRing
@@ -443,7 +443,7 @@ class RecordingFetchService:
             try:
                 integration = await self.integrations.load_for_delivery(
                     platform, job["integration_id"])
-            except Problem:
+            except DomainError:
                 raise FetchRefused("integration_gone") from None
             if not integration.options.get("store_audio", True):
                 raise FetchRefused("store_audio_off")
@@ -548,7 +548,7 @@ class RecordingFetchService:
             stored = await self.recordings.store_stream(
                 integration.tenant_id, job["call_id"], content_type,
                 response.content.iter_chunked(_CHUNK_BYTES), source="fetch", max_bytes=limit)
-        except Problem as exc:
+        except DomainError as exc:
             if exc.status == 413:
                 raise FetchRefused("too_large") from None
             raise

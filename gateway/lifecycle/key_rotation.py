@@ -49,7 +49,7 @@ from gateway.calls.recordings import META_RECORD
 from gateway.config import ConfigError, register_section
 from gateway.core.clock import Clock, isoformat, parse_iso
 from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
-from gateway.errors import Problem, not_found
+from gateway.errors import DomainError, not_found
 from gateway.ingest.integrations import CREDENTIALS_RECORD
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
 from gateway.lifecycle.retention import HOLD_NUMBER_RECORD, HOLD_REASON_RECORD
@@ -217,7 +217,7 @@ class KeyService:
                 "SELECT id FROM key_rotations WHERE tenant_id = ? AND state IN"
                 f" ({','.join('?' * len(OPEN_STATES))})", (tenant_id, *OPEN_STATES))
             if busy is not None:
-                raise Problem(409, "rotation-in-progress", "a key rotation is in progress",
+                raise DomainError(409, "rotation-in-progress", "a key rotation is in progress",
                               "wait until it completes (GET /v1/keys/rotation)",
                               rotation_id=busy["id"])
             rows = tx.fetchall("SELECT version FROM tenant_keys WHERE tenant_id = ? AND"
@@ -550,7 +550,7 @@ class KeyService:
                 "SELECT COUNT(*) FROM legal_holds WHERE tenant_id = ? AND released_at IS NULL"
                 " AND (ends_at IS NULL OR ends_at > ?)", (tenant_id, now)))[0]
             if holds and not override_holds:
-                raise Problem(409, "legal-hold", "the tenant has active legal holds",
+                raise DomainError(409, "legal-hold", "the tenant has active legal holds",
                               f"{holds} active hold(s): release them, or override them"
                               " explicitly (--override-holds)", holds=holds)
             receipt = {"tenant_id": tenant_id, "started_at": now,

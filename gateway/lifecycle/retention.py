@@ -54,7 +54,7 @@ from gateway.config import ConfigError, register_section
 from gateway.core.clock import Clock, isoformat, parse_iso
 from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
 from gateway.core.phone import PartyError, normalise_party
-from gateway.errors import Problem, invalid, not_found
+from gateway.errors import DomainError, invalid, not_found
 from gateway.ingest.pipeline import PARTIES_RECORD
 from gateway.store.files import FileBlobStore
 from gateway.store.sqlite import Database, WriteTx
@@ -494,12 +494,12 @@ class RetentionService:
                 raise invalid(name, "must be a whole number of days")
             bounds = self.cfg.classes[name]
             if days < bounds["min_days"]:
-                raise Problem(422, "retention-out-of-bounds", "retention outside the operator's"
+                raise DomainError(422, "retention-out-of-bounds", "retention outside the operator's"
                               " bounds", f"{name}: must be at least {bounds['min_days']} days"
                               " (operator bound min_days)", field=name, bound="min_days",
                               limit=bounds["min_days"])
             if days > bounds["max_days"]:
-                raise Problem(422, "retention-out-of-bounds", "retention outside the operator's"
+                raise DomainError(422, "retention-out-of-bounds", "retention outside the operator's"
                               " bounds", f"{name}: must be at most {bounds['max_days']} days"
                               " (operator bound max_days)", field=name, bound="max_days",
                               limit=bounds["max_days"])

@@ -42,8 +42,8 @@ class IngestTokens:
                 "SELECT COUNT(*) AS n FROM media_ingest_tokens WHERE integration_id = ?"
                 " AND revoked_at IS NULL", (integration_id,))["n"]
             if active >= MAX_ACTIVE_PER_INTEGRATION:
-                from gateway.errors import Problem
-                raise Problem(409, "conflict", "too many active ingest tokens",
+                from gateway.errors import DomainError
+                raise DomainError(409, "conflict", "too many active ingest tokens",
                               f"revoke one first (limit {MAX_ACTIVE_PER_INTEGRATION})")
             tx.execute("INSERT INTO media_ingest_tokens (id, tenant_id, integration_id,"
                        " secret_hash, created_at) VALUES (?, ?, ?, ?, ?)",

@@ -34,7 +34,7 @@ from adapters.media import (
     TwilioMediaParser,
     VonageMediaParser,
 )
-from gateway.errors import Problem, not_found
+from gateway.errors import DomainError, not_found
 from gateway.media.codecs import decoder_for
 from gateway.web.common import services
 
@@ -113,7 +113,7 @@ async def media_socket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(max_msg_size=2 * MAX_FRAME_BYTES, compress=False,
                                autoping=True)
     if not ws.can_prepare(request).ok:
-        raise Problem(426, "upgrade-required", "a WebSocket upgrade is required")
+        raise DomainError(426, "upgrade-required", "a WebSocket upgrade is required")
     authentic = await authenticate(request, platform, integration)
     await ws.prepare(request)
     if not authentic:

@@ -24,7 +24,7 @@ from datetime import timedelta
 from aiohttp import web
 
 from adapters.events import CallEvent
-from gateway.errors import Problem, not_found, unauthorized
+from gateway.errors import DomainError, not_found, unauthorized
 from gateway.web.common import read_body, services
 
 routes = web.RouteTableDef()
@@ -56,11 +56,11 @@ async def _integration(request: web.Request):
     return integration
 
 
-def _unavailable(media, reason: str) -> Problem:
+def _unavailable(media, reason: str) -> DomainError:
     media.metrics.rejected.labels("whip", reason).inc()
-    problem = Problem(503, "unavailable", "no capacity for another session",
+    problem = DomainError(503, "unavailable", "no capacity for another session",
                       "try again shortly")
-    problem.headers["Retry-After"] = "5"
+    problem.hints["retry_after"] = "5"
     return problem
 
 
@@ -75,14 +75,14 @@ async def whip_publish(request: web.Request) -> web.Response:
     media = svc.features["media"]
     integration = await _integration(request)
     if request.content_type != SDP_TYPE:
-        raise Problem(415, "unsupported-media-type", f"expected {SDP_TYPE}")
+        raise DomainError(415, "unsupported-media-type", f"expected {SDP_TYPE}")
     body = await read_body(request, MAX_OFFER_BYTES)
     try:
         offer = body.decode("ascii")
     except UnicodeDecodeError:
-        raise Problem(400, "malformed-sdp", "the offer is not SDP") from None
+        raise DomainError(400, "malformed-sdp", "the offer is not SDP") from None
     if not offer.startswith("v=0"):
-        raise Problem(400, "malformed-sdp", "the offer is not SDP")
+        raise DomainError(400, "malformed-sdp", "the offer is not SDP")
     rtc = media.webrtc
     if rtc.count("whip") >= media.config.whip_max_sessions:
         raise _unavailable(media, "whip_capacity")
@@ -93,7 +93,7 @@ async def whip_publish(request: web.Request) -> web.Response:
         try:
             await rtc.negotiate(session, offer)
         except ValueError:
-            raise Problem(400, "malformed-sdp", "the offer cannot be answered",
+            raise DomainError(400, "malformed-sdp", "the offer cannot be answered",
                           "it needs one audio section this gateway can receive") from None
         call_id = await media.link_call(integration, f"whip-{session.id}", session.id, "whip")
         recording = await media.start(integration, call_id, "whip", rtc.pipeline())

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 from gateway.core.clock import Clock, isoformat
-from gateway.errors import Problem, invalid
+from gateway.errors import DomainError, invalid
 from gateway.store.sqlite import Database, WriteTx
 from gateway.tenants.keyring import KeyRing
 
@@ -78,7 +78,7 @@ async def create_tenant(db: Database, keyring: KeyRing, clock: Clock, name: str
             tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                              (tenant_id, name, now))
         except sqlite3.IntegrityError as exc:
-            raise Problem(409, "conflict", "a tenant with this name exists") from exc
+            raise DomainError(409, "conflict", "a tenant with this name exists") from exc
         keyring.store_new_tenant_keys(tx, tenant_id)
         tx.execute("INSERT INTO tenant_api_keys (id, tenant_id, secret_hash, created_at)"
                          " VALUES (?, ?, ?, ?)", (key_id, tenant_id, secret_hash, now))

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.errors import Problem, too_large, unauthorized
+from gateway.errors import DomainError, too_large, unauthorized
 from gateway.tenants.accounts import (
     StaffPrincipal,
     TenantPrincipal,
@@ -73,18 +73,18 @@ async def body_chunks(request: web.Request, size: int = 64 * 1024):
         async for chunk in request.content.iter_chunked(size):
             yield chunk
     except web.RequestPayloadError:
-        raise Problem(400, "malformed-body", "the request body could not be read") from None
+        raise DomainError(400, "malformed-body", "the request body could not be read") from None
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
     body = await read_body(request, limit)
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
     if ctype not in ("application/json", ""):
-        raise Problem(415, "unsupported-media-type", "expected application/json")
+        raise DomainError(415, "unsupported-media-type", "expected application/json")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
-        raise Problem(400, "malformed-json", "the body is not valid JSON") from None
+        raise DomainError(400, "malformed-json", "the body is not valid JSON") from None
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 import adapters
 from adapters.events import HandshakeReply, WebhookRequest
-from gateway.errors import Problem, not_found
+from gateway.errors import DomainError, not_found
 from gateway.web.common import json_response, read_body, services
 
 routes = web.RouteTableDef()
@@ -39,7 +39,7 @@ async def _deliver(request: web.Request) -> web.Response:
         # The adapter's message names a field at most; signature failures say nothing more.
         detail = None if isinstance(exc, adapters.SignatureError) else str(exc)
         extra = {"field": exc.field} if getattr(exc, "field", None) else {}
-        raise Problem(exc.status, exc.problem_type, "webhook rejected", detail, **extra) \
+        raise DomainError(exc.status, exc.problem_type, "webhook rejected", detail, **extra) \
             from None
     if isinstance(result, HandshakeReply):
         return web.Response(status=result.status, text=result.body, content_type="text/plain")

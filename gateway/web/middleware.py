@@ -12,8 +12,9 @@ import time
 
 from aiohttp import web
 
-from gateway.errors import Problem, problem_response
+from gateway.errors import DomainError
 from gateway.web.common import services
+from gateway.web.problems import problem_response
 
 log = logging.getLogger("gateway.http")
 # Request ids: a per-process prefix and a counter; cheap, unique, and meaningless outside.
@@ -35,16 +36,16 @@ async def problems_and_metrics(request: web.Request, handler) -> web.StreamRespo
         response = await handler(request)
         status = response.status
         return response
-    except Problem as problem:
-        status = problem.status
+    except DomainError as problem:
+        status = problem.status_hint
         return problem_response(problem)
     except web.HTTPException as exc:
         # aiohttp's own 404/405 for unknown routes and methods, rendered our way.
         status = exc.status
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status, "http-error")
-        problem = Problem(exc.status, slug, exc.reason)
+        problem = DomainError(exc.status, slug, exc.reason)
         if exc.status == 405 and "Allow" in exc.headers:
-            problem.headers["Allow"] = exc.headers["Allow"]
+            problem.hints["allow"] = exc.headers["Allow"]
         return problem_response(problem)
     except (ConnectionResetError, TimeoutError):
         status = 499
@@ -53,7 +54,7 @@ async def problems_and_metrics(request: web.Request, handler) -> web.StreamRespo
         status = 500
         log.exception("unhandled error", extra={"request_id": request_id,
                                                 "route": route_template(request)})
-        return problem_response(Problem(500, "internal-error", "internal error",
+        return problem_response(DomainError(500, "internal-error", "internal error",
                                         f"request id {request_id}"))
     finally:
         route = route_template(request)

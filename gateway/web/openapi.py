@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 PROBLEM = {"description": "problem details (RFC 9457)",
-           "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+           "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/DomainError"}}}}
 TENANT_AUTH = [{"tenantKey": []}]
 STAFF_AUTH = [{"staffToken": []}]
 
@@ -76,7 +76,7 @@ PATHS: dict[str, dict[str, Any]] = {
 }
 
 SCHEMAS: dict[str, Any] = {
-    "Problem": {"type": "object", "required": ["type", "title", "status"], "properties": {
+    "DomainError": {"type": "object", "required": ["type", "title", "status"], "properties": {
         "type": {"type": "string", "description": "stable urn:vgw:problem:<slug>"},
         "title": {"type": "string"}, "status": {"type": "integer"},
         "detail": {"type": "string"}, "field": {"type": "string"}}},

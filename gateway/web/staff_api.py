@@ -13,7 +13,7 @@ from aiohttp import web
 
 from gateway.access.diagnostics import get_diagnostics
 from gateway.access.staff_access import ReadDecision, get_staff_access, refusal_problem
-from gateway.errors import Problem, invalid, not_found
+from gateway.errors import DomainError, invalid, not_found
 from gateway.web.common import json_response, query_int, read_json, require_staff, services
 from gateway.web.tenant_api import stream_recording
 
@@ -29,8 +29,8 @@ def _optional_uuid(request: web.Request, name: str) -> str | None:
     return value
 
 
-def audit_unavailable() -> Problem:
-    return Problem(503, "audit-unavailable", "access refused",
+def audit_unavailable() -> DomainError:
+    return DomainError(503, "audit-unavailable", "access refused",
                    "the access could not be logged, so it was refused")
 
 
@@ -74,7 +74,7 @@ async def _authorise(request: web.Request, level: str, endpoint: str,
         decision = await get_staff_access(services(request)).authorise_read(
             staff, call_id, level=level, endpoint=endpoint, grant_id=grant_id,
             recording_id=recording_id)
-    except Problem:
+    except DomainError:
         raise
     except Exception as exc:  # fail closed: no log entry, no answer
         log.error("diagnostic read refused: audit append failed (%s)", type(exc).__name__)

@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from gateway.calls.service import parse_time_param
-from gateway.errors import Problem, invalid, not_found
+from gateway.errors import DomainError, invalid, not_found
 from gateway.web.common import (
     body_chunks,
     json_response,
@@ -100,7 +100,7 @@ async def upload_recording(request: web.Request) -> web.Response:
         raise not_found("call")
     limit = svc.config.limits.max_recording_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise Problem(413, "payload-too-large", "recording too large",
+        raise DomainError(413, "payload-too-large", "recording too large",
                       f"the limit is {limit} bytes", limit=limit)
     content_type = request.headers.get("Content-Type") or None
     if content_type is not None and not _CONTENT_TYPE_RE.match(content_type):
@@ -146,10 +146,10 @@ def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
     return start, end
 
 
-def _unsatisfiable(length: int) -> Problem:
-    problem = Problem(416, "range-not-satisfiable", "range not satisfiable",
+def _unsatisfiable(length: int) -> DomainError:
+    problem = DomainError(416, "range-not-satisfiable", "range not satisfiable",
                       f"the recording is {length} bytes")
-    problem.headers["Content-Range"] = f"bytes */{length}"
+    problem.hints["Content-Range"] = f"bytes */{length}"
     return problem
 
 

@@ -12,7 +12,7 @@ import logging
 
 from aiohttp import web
 
-from gateway.errors import Problem, invalid
+from gateway.errors import DomainError, invalid
 from gateway.tenants.accounts import TenantPrincipal
 from gateway.transparency.entries import decode_entry
 from gateway.transparency.log import MAX_ENTRIES_PAGE, AuditLog, get_audit_log
@@ -48,7 +48,7 @@ async def _logged(request: web.Request, endpoint: str, **details: int
         await audit.append(tenant.tenant_id, entry)
     except Exception as exc:
         log.error("log read refused: audit append failed (%s)", type(exc).__name__)
-        raise Problem(503, "audit-unavailable", "access refused",
+        raise DomainError(503, "audit-unavailable", "access refused",
                       "the read could not be logged, so it was refused") from None
     return tenant, audit
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from gateway.calls.service import decode_cursor, encode_cursor, parse_time_param
 from gateway.core.phone import PartyError, normalise_party, try_normalise_party
-from gateway.errors import Problem
+from gateway.errors import DomainError
 from gateway.web.tenant_api import parse_range
 
 
@@ -21,9 +21,9 @@ from gateway.web.tenant_api import parse_range
 def test_range_header_parser(header, length):
     try:
         result = parse_range(header, length)
-    except Problem as problem:
-        assert problem.status == 416
-        assert problem.headers["Content-Range"] == f"bytes */{length}"
+    except DomainError as problem:
+        assert problem.status_hint == 416
+        assert problem.hints["Content-Range"] == f"bytes */{length}"
         return
     if result is not None:
         start, end = result
@@ -34,8 +34,8 @@ def test_range_header_parser(header, length):
 def test_cursor_decoder_rejects_garbage_with_422(text):
     try:
         decode_cursor(text)
-    except Problem as problem:
-        assert problem.status == 422 and problem.extra["field"] == "cursor"
+    except DomainError as problem:
+        assert problem.status_hint == 422 and problem.extra["field"] == "cursor"
 
 
 @given(st.text(alphabet=string.printable, max_size=30), st.text(max_size=36))
@@ -47,8 +47,8 @@ def test_cursor_round_trip(sort_time, call_id):
 def test_time_param(text):
     try:
         parse_time_param("since", text)
-    except Problem as problem:
-        assert problem.status == 422 and problem.extra["field"] == "since"
+    except DomainError as problem:
+        assert problem.status_hint == 422 and problem.extra["field"] == "since"
 
 
 @settings(max_examples=300)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import keys
-from gateway.errors import Problem
+from gateway.errors import DomainError
 from gateway.lifecycle.key_rotation import get_key_service
 from tests.retention.helpers import eventually, make_env
 
@@ -157,9 +157,9 @@ async def test_offboarding_refuses_active_holds_and_resumes_after_a_crash(gatewa
     await env.recording(call_id)
     await env.request("POST", "/v1/legal-holds", json={"scope": "tenant", "reason": "audit"})
     service = get_key_service(gateway.services)
-    with pytest.raises(Problem) as refused:
+    with pytest.raises(DomainError) as refused:
         await service.offboard(env.tenant.id)
-    assert refused.value.status == 409
+    assert refused.value.status_hint == 409
     assert (await gateway.services.db.fetchone(
         "SELECT state FROM tenants WHERE id = ?", (env.tenant.id,)))["state"] == "active"
 
@@ -180,5 +180,5 @@ async def test_offboarding_refuses_active_holds_and_resumes_after_a_crash(gatewa
     assert await _tenant_rows(gateway, env.tenant.id) == {} or set(
         await _tenant_rows(gateway, env.tenant.id)) <= {"audit_entries", "audit_nodes",
                                                          "audit_heads", "audit_checkpoints"}
-    with pytest.raises(Problem):
+    with pytest.raises(DomainError):
         await service.offboard(str(uuid.uuid4()))
