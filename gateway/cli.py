@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.config import Config, ConfigError, load_config
+from gateway.core.commands import Command
 from gateway.core.logs import setup_logging
 from gateway.errors import DomainError
 from gateway.services import GatewayServices, NotInitialised, init_storage, open_services
@@ -102,9 +103,22 @@ def build_parser() -> argparse.ArgumentParser:
     add(("staff", "create"), cmd_staff_create, staff_args, "create a support staff account")
     from gateway import features
     for area in features.modules():
-        for path, configure, run in getattr(area, "cli_commands", []):
-            add(path, run, configure)
+        for command in getattr(area, "cli_commands", []):
+            if isinstance(command, Command):
+                run = command.run if command.offline else _opening_services(command.run)
+                add(command.path, run, command.configure, command.help)
+            else:  # (path, configure, run(args, config)): commands not yet moved to Command
+                path, configure, run = command
+                add(path, run, configure)
     return parser
+
+
+def _opening_services(run: Callable[[argparse.Namespace, Any], Awaitable[int]]
+                      ) -> Callable[[argparse.Namespace, Config], Awaitable[int]]:
+    """The CLI opens the services once and hands them to an area's command."""
+    async def opened(args: argparse.Namespace, config: Config) -> int:
+        return await with_services(config, lambda svc: run(args, svc))
+    return opened
 
 
 def main(argv: list[str] | None = None) -> int:
