@@ -14,6 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 
+class ConfigError(ValueError):
+    """The configuration is wrong; the message names the key (never a secret value)."""
+
+
 class DomainError(Exception):
     def __init__(self, status_hint: int, slug: str, title: str, detail: str | None = None,
                  **extra: Any) -> None:
