@@ -9,7 +9,6 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-
 from gateway.errors import ConfigError
 
 __all__ = ["AREA_SECTIONS", "Config", "ConfigError", "load_config"]
