@@ -11,14 +11,13 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import string
 import uuid
 from dataclasses import dataclass
 
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import DomainError, invalid
-from gateway.store.sqlite import Database, WriteTx
+from gateway.store.database import Database, IntegrityError, WriteTx
 from gateway.tenants.keyring import KeyRing
 
 TENANT_TOKEN_PREFIX = "vgw"
@@ -77,7 +76,7 @@ async def create_tenant(db: Database, keyring: KeyRing, clock: Clock, name: str
         try:
             tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                              (tenant_id, name, now))
-        except sqlite3.IntegrityError as exc:
+        except IntegrityError as exc:
             raise DomainError(409, "conflict", "a tenant with this name exists") from exc
         keyring.store_new_tenant_keys(tx, tenant_id)
         tx.execute("INSERT INTO tenant_api_keys (id, tenant_id, secret_hash, created_at)"

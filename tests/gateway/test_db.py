@@ -7,6 +7,7 @@ import sqlite3
 
 import pytest
 
+from gateway.store.database import IntegrityError
 from gateway.store.sqlite import Database, apply_migrations_sync
 
 
@@ -45,7 +46,7 @@ async def test_a_failing_unit_does_not_sink_its_batch(db):
         return await db.write(unit)
 
     results = await asyncio.gather(good(1), bad(), good(2), return_exceptions=True)
-    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert isinstance(results[1], IntegrityError)
     keys = {r["k"] for r in await db.fetchall("SELECT k FROM t")}
     assert keys == {"dup", "g1", "g2"}
 
@@ -64,7 +65,7 @@ async def test_synchronous_full_and_wal(db):
     row = await db.fetchone("PRAGMA journal_mode")
     assert row[0] == "wal"
     # The writer's own setting is what makes a returned write durable: 2 = FULL.
-    assert db._writer.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert db._writer_conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
 
 def test_migrations_are_applied_once(tmp_path):

@@ -1,0 +1,107 @@
+"""Group commit: many concurrent write units, one durable commit.
+
+Why: a 2xx to a platform must mean the event is durable, so every write ends in a durable
+commit. One commit per request would cap ingest at the disk's (or the database server's)
+commit rate; instead one writer task takes whatever units are queued, hands the whole batch
+to the backend's `commit_batch` on the backend's own writer thread (one thread hop per
+batch, not per statement), and resolves every unit's future once the batch is durable.
+While one commit is under way, new arrivals queue and share the next one.
+
+Invariants:
+- A unit's future resolves only after the commit that carried it is durable.
+- If the commit itself fails, every unit of the batch gets the error (none gets a 2xx).
+- One failing unit does not sink its neighbours: backends run each unit in a savepoint.
+- after_commit callbacks run on the event loop, after durability, in unit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gateway.core.jobs import cancel_and_wait
+
+log = logging.getLogger("gateway.store")
+T = TypeVar("T")
+
+Unit = Callable[[Any], Any]
+# (units) -> ([(ok, result_or_exception)], [after-commit callbacks]); runs on the writer thread.
+CommitBatch = Callable[[list[Unit]], tuple[list[tuple[bool, Any]], list[Callable[[], None]]]]
+
+
+@dataclass
+class _Queued:
+    fn: Unit
+    future: asyncio.Future = field(repr=False)
+
+
+class GroupCommitWriter:
+    def __init__(self, thread: ThreadPoolExecutor, commit_batch: CommitBatch, *,
+                 max_batch: int = 256,
+                 observe_batch: Callable[[int], None] | None = None) -> None:
+        self._thread = thread
+        self._commit_batch = commit_batch
+        self.max_batch = max_batch
+        # Called with each durable batch's unit count (the group-commit size metric).
+        self.observe_batch = observe_batch
+        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        self._task: asyncio.Task | None = asyncio.create_task(self._run(),
+                                                              name="group-commit-writer")
+        self.commits = 0
+        self.units = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+        self._task = None
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        if self._task is None:
+            raise RuntimeError("database is not open")
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Queued(fn, future))
+        return await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            batch = [unit for unit in batch if not unit.future.cancelled()]
+            if not batch:
+                continue
+            try:
+                outcomes, callbacks = await loop.run_in_executor(
+                    self._thread, self._commit_batch, [u.fn for u in batch])
+            except Exception as exc:
+                # The commit itself failed (disk full, I/O error, server gone): nothing in
+                # the batch is durable, so every waiter gets the error and none gets a 2xx.
+                log.error("group commit failed: %s", type(exc).__name__)
+                for unit in batch:
+                    if not unit.future.done():
+                        unit.future.set_exception(exc)
+                continue
+            self.commits += 1
+            self.units += len(batch)
+            if self.observe_batch is not None:
+                self.observe_batch(len(batch))
+            for callback in callbacks:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("after-commit callback failed")
+            for unit, (ok, value) in zip(batch, outcomes, strict=True):
+                if unit.future.done():
+                    continue
+                if ok:
+                    unit.future.set_result(value)
+                else:
+                    unit.future.set_exception(value)
