@@ -33,8 +33,9 @@ async def with_services(config: Config, fn: Callable[[GatewayServices], Awaitabl
 
 async def cmd_init(args: argparse.Namespace, config: Config) -> int:
     created = init_storage(config)
-    from gateway.store.sqlite import Database
-    db = await Database(config.database_path).open()  # applies the migrations
+    from gateway.store import open_database
+    db = await open_database(config.storage.database_url,
+                             config.database_path)  # applies the migrations
     await db.close()
     emit(args, {"data_dir": str(config.data_dir), "created": created},
          f"initialised {config.data_dir}" + (f" (created {', '.join(created)})" if created

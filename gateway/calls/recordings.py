@@ -30,14 +30,15 @@ from gateway.calls.service import VISIBLE_RECORDING_STATES
 from gateway.core.clock import Clock, isoformat
 from gateway.core.metrics import Metrics
 from gateway.errors import DomainError, not_found
-from gateway.store.files import FileBlobStore
+from gateway.store import BlobStore, Database, WriteTx, sealed
 from gateway.store.ids import new_id
-from gateway.store.sqlite import Database, WriteTx
 from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.recordings")
 
 META_RECORD = "recording-meta"
+# Key rotation reseals this column (gateway/store/sealed.py).
+sealed.register(sealed.SealedColumn("recordings", "meta", META_RECORD, keyset=("created_at", "id")))
 # A writer renews its lease this often; recovery treats a 'writing' row whose lease ran out
 # as abandoned by a crashed process. The lease is several renewals long so a busy process
 # is never mistaken for a dead one.
@@ -127,7 +128,7 @@ class RecordingWriter:
 
 
 class RecordingService:
-    def __init__(self, db: Database, keyring: KeyRing, blobs: FileBlobStore, clock: Clock,
+    def __init__(self, db: Database, keyring: KeyRing, blobs: BlobStore, clock: Clock,
                  metrics: Metrics) -> None:
         self.db = db
         self.keyring = keyring
@@ -265,9 +266,8 @@ class RecordingService:
             self.metrics.recovered.labels(f"recording_{outcome}").inc()
         live = {r["id"] for r in await self.db.fetchall(
             "SELECT id FROM recordings WHERE state = 'writing'")}
-        for path in await asyncio.to_thread(lambda: list(self.blobs.tmp_dir.glob("*.part"))):
-            if path.name.removesuffix(".part") not in live:
-                await asyncio.to_thread(path.unlink, True)
+        for object_id, _age in await self.blobs.incomplete_uploads():
+            if object_id not in live and await self.blobs.discard_incomplete(object_id):
                 counts["temp_files"] = counts.get("temp_files", 0) + 1
         if counts:
             log.info("recovery: %s", json.dumps(counts))

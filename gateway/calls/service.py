@@ -11,7 +11,7 @@ from adapters.events import CALL_STATUSES
 from gateway.core.clock import isoformat
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import PARTIES_RECORD
-from gateway.store.sqlite import Database
+from gateway.store import Database
 from gateway.tenants.keyring import KeyRing
 
 MAX_PAGE = 200

@@ -13,10 +13,13 @@ import adapters
 from adapters.events import AdapterError
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import invalid, not_found
-from gateway.store.sqlite import Database
+from gateway.store import Database, sealed
 from gateway.tenants.keyring import KeyRing
 
 CREDENTIALS_RECORD = "integration-credentials"
+# Key rotation reseals this column (gateway/store/sealed.py).
+sealed.register(sealed.SealedColumn("integrations", "credentials", CREDENTIALS_RECORD,
+                                    keyset=("created_at", "rowid")))
 # Technical options a tenant may set per integration, with their defaults.
 DEFAULT_OPTIONS: dict[str, Any] = {"store_audio": True}
 

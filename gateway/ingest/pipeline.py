@@ -31,8 +31,8 @@ from gateway.core.clock import Clock, isoformat
 from gateway.core.metrics import Metrics
 from gateway.core.phone import try_normalise_party
 from gateway.ingest.integrations import Integration, IntegrationService
+from gateway.store import Database, WriteTx, sealed
 from gateway.store.ids import new_id
-from gateway.store.sqlite import Database, WriteTx
 from gateway.tenants.keyring import KeyRing
 
 PARTIES_RECORD = "call-parties"
@@ -40,6 +40,10 @@ PARTIES_RECORD = "call-parties"
 # their parties; a forgotten one only costs one normalise-and-seal again.
 KNOWN_CALLS_CACHE = 50_000
 EVENT_RECORD = "call-event"
+# Key rotation reseals these columns (gateway/store/sealed.py).
+sealed.register(sealed.SealedColumn("calls", "parties", PARTIES_RECORD, keyset=("sort_time", "id")))
+sealed.register(sealed.SealedColumn("call_events", "body", EVENT_RECORD,
+                                    keyset=("received_at", "id")))
 
 _MERGE_COLUMNS = ("id, status, direction, started_at, ended_at, duration_seconds,"
                   " last_sequence, parties")

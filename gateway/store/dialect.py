@@ -22,10 +22,16 @@ POSTGRESQL = "postgresql"
 
 
 def _rewrite_outside_quotes(sql: str, rewrite) -> str:
-    """Apply `rewrite(segment)` to the parts of `sql` outside quotes."""
+    """Apply `rewrite(segment)` to the parts of `sql` outside quotes and `--` comments
+    (comments are dropped: an apostrophe in one must not open a literal)."""
     out, i, start = [], 0, 0
     while i < len(sql):
         ch = sql[i]
+        if sql.startswith("--", i):
+            out.append(rewrite(sql[start:i]))
+            end = sql.find("\n", i)
+            i = start = len(sql) if end < 0 else end
+            continue
         if ch in ("'", '"'):
             out.append(rewrite(sql[start:i]))
             end = i + 1

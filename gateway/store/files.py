@@ -12,18 +12,12 @@ import asyncio
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 _ID_RE = re.compile(r"^[0-9a-f-]{36}$")
 # Ciphertext is buffered in memory up to this many bytes before one write() call: large
 # enough that thread hand-offs are rare, small enough to keep memory per upload bounded.
 WRITE_BUFFER_BYTES = 1024 * 1024
-
-
-class BlobSink(Protocol):
-    async def write(self, data: bytes) -> None: ...
-    async def commit(self) -> None: ...
-    async def abort(self) -> None: ...
 
 
 class FileBlobSink:
@@ -165,6 +159,97 @@ class FileBlobStore:
         if not _ID_RE.match(tenant_id):
             raise ValueError("tenant id must be a UUID")
         await asyncio.to_thread(shutil.rmtree, self.root / tenant_id, True)
+
+    # -- listing, for orphan scans and offboarding ----------------------------------------
+    async def list_tenants(self) -> list[str]:
+        def _list() -> list[str]:
+            if not self.root.exists():
+                return []
+            return sorted(d.name for d in self.root.iterdir()
+                          if d.is_dir() and _ID_RE.match(d.name))
+        return await asyncio.to_thread(_list)
+
+    async def list_objects(self, tenant_id: str) -> list[str]:
+        """Every complete blob of a tenant (object ids)."""
+        if not _ID_RE.match(tenant_id):
+            raise ValueError("tenant id must be a UUID")
+
+        def _list() -> list[str]:
+            tenant_dir = self.root / tenant_id
+            if not tenant_dir.is_dir():
+                return []
+            return [f.name for shard in tenant_dir.iterdir() if shard.is_dir()
+                    for f in shard.iterdir() if _ID_RE.match(f.name)]
+        return await asyncio.to_thread(_list)
+
+    async def incomplete_uploads(self) -> list[tuple[str, float]]:
+        """(object id, seconds since last written) of every upload not yet committed:
+        the orphan scan discards those no live writer owns."""
+        def _list() -> list[tuple[str, float]]:
+            import time
+            now = time.time()
+            out = []
+            for path in self.tmp_dir.glob("*.part"):
+                try:
+                    out.append((path.name.removesuffix(".part"), now - path.stat().st_mtime))
+                except FileNotFoundError:
+                    continue
+            return out
+        return await asyncio.to_thread(_list)
+
+    async def discard_incomplete(self, object_id: str) -> bool:
+        if not _ID_RE.match(object_id):
+            raise ValueError("blob ids must be UUIDs")
+
+        def _discard() -> bool:
+            try:
+                (self.tmp_dir / f"{object_id}.part").unlink()
+                return True
+            except FileNotFoundError:
+                return False
+        return await asyncio.to_thread(_discard)
+
+    # -- salvaging an interrupted stream (live audio crash recovery) ----------------------
+    async def open_partial(self, tenant_id: str, object_id: str) -> tuple[str, BinaryIO] | None:
+        """What a crashed writer left: ("complete", file) if it had committed, ("partial",
+        file) for its uncommitted upload, or None. The caller closes the file."""
+        final, tmp = self._path(tenant_id, object_id), self.tmp_dir / f"{object_id}.part"
+
+        def _open() -> tuple[str, BinaryIO] | None:
+            for state, path in (("complete", final), ("partial", tmp)):
+                try:
+                    return state, open(path, "rb")
+                except FileNotFoundError:
+                    continue
+            return None
+        return await asyncio.to_thread(_open)
+
+    async def commit_partial(self, tenant_id: str, object_id: str, keep: int,
+                             tail: bytes) -> None:
+        """Make the blob the first `keep` bytes of the interrupted upload followed by
+        `tail`, atomically: a new temp file is written and fsync'd, then renamed into
+        place, so a crash during salvage leaves the partial upload as it was (re-runnable).
+        """
+        final, tmp = self._path(tenant_id, object_id), self.tmp_dir / f"{object_id}.part"
+        salvage = self.tmp_dir / f"{object_id}.salvage"
+
+        def _commit() -> None:
+            with open(tmp, "rb") as src, open(salvage, "wb") as dst:
+                remaining = keep
+                while remaining:
+                    chunk = src.read(min(remaining, WRITE_BUFFER_BYTES))
+                    if not chunk:
+                        raise ValueError("the partial upload is shorter than what to keep")
+                    dst.write(chunk)
+                    remaining -= len(chunk)
+                dst.write(tail)
+                dst.flush()
+                os.fsync(dst.fileno())
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(salvage, final)
+            _fsync_dir(final.parent)
+            tmp.unlink(missing_ok=True)
+        await asyncio.to_thread(_commit)
 
     async def ping(self) -> bool:
         def _check() -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import keys
 from gateway.core.clock import Clock, isoformat
-from gateway.store.sqlite import Database, WriteTx
+from gateway.store import Database, WriteTx
 
 # How long an opened ring is used before its key versions are checked again.
 RING_CACHE_SECONDS = 30.0

@@ -41,7 +41,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from gateway.core.clock import Clock
 from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
-from gateway.store.sqlite import Database, WriteTx
+from gateway.store import Database, WriteTx
 from gateway.transparency import merkle
 from gateway.transparency.checkpoint import format_checkpoint, sign_note, verifier_key_string
 from gateway.transparency.entries import encode_entry, format_time

@@ -1,0 +1,311 @@
+"""The scale-out metadata database: PostgreSQL through psycopg 3. Implements
+gateway.store.database.Database with the same contract as the SQLite backend.
+
+Why psycopg 3 (not asyncpg): write units are synchronous functions (so a whole batch runs
+in one thread hop, see group_commit.py); psycopg offers the same driver sync on the writer
+thread and async for reads, with client-side pipelining and a maintained pool.
+
+Writes: one writer connection on its own thread runs each group-commit batch in one
+transaction, each unit in a SAVEPOINT; COMMIT with synchronous_commit=on returns after the
+WAL is flushed on the server, so a returned write is durable. Several replicas each have
+their own writer: READ COMMITTED lets each statement see what other replicas committed,
+UPDATEs take row locks, and a unit that hits a UNIQUE violation is run once more in a fresh
+savepoint (it then sees the row the other replica committed and takes its duplicate path).
+Reads: a small async pool in autocommit mode; each read sees every committed write.
+Migrations: applied under a session advisory lock, so replicas starting together are safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.store.database import IntegrityError, Params
+from gateway.store.dialect import POSTGRESQL, ddl_to_postgresql, to_postgresql
+from gateway.store.group_commit import GroupCommitWriter
+from gateway.store.migrations import migration_files, split_statements
+
+log = logging.getLogger("gateway.store")
+T = TypeVar("T")
+
+# pg_advisory_lock key for migrations: any constant unique to this application.
+MIGRATION_LOCK_KEY = 0x76_67_77_6D   # "vgwm"
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+class PgRow:
+    """A row addressable by name or position, and convertible with dict(): the same
+    surface as sqlite3.Row, so services do not know which backend answered."""
+
+    __slots__ = ("_values", "_index")
+
+    def __init__(self, values: Sequence[Any], index: dict[str, int]) -> None:
+        self._values = values
+        self._index = index
+
+    def __getitem__(self, key: str | int) -> Any:
+        if isinstance(key, str):
+            return self._values[self._index[key]]
+        return self._values[key]
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"PgRow({dict(zip(self._index, self._values, strict=False))!r})"
+
+
+def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], PgRow]:
+    description = cursor.description or []
+    index = {column.name: i for i, column in enumerate(description)}
+    return lambda values: PgRow(values, index)
+
+
+class PgWriteTx:
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self._conn = conn
+        self.after_commit: list[Callable[[], None]] = []
+
+    def execute(self, sql: str, params: Params = ()) -> int:
+        try:
+            return self._conn.execute(to_postgresql(sql), params or None).rowcount
+        except pg_errors.IntegrityError as exc:
+            raise _integrity(exc) from exc
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> int:
+        try:
+            with self._conn.cursor() as cur:
+                cur.executemany(to_postgresql(sql), list(rows))
+                return cur.rowcount
+        except pg_errors.IntegrityError as exc:
+            raise _integrity(exc) from exc
+
+    def fetchone(self, sql: str, params: Params = ()) -> PgRow | None:
+        return self._conn.execute(to_postgresql(sql), params or None).fetchone()
+
+    def fetchall(self, sql: str, params: Params = ()) -> list[PgRow]:
+        return self._conn.execute(to_postgresql(sql), params or None).fetchall()
+
+
+class UniqueRace(IntegrityError):
+    """A UNIQUE violation: possibly another replica committed the same row first."""
+
+
+def _integrity(exc: Exception) -> IntegrityError:
+    # The message names the constraint, never the values (psycopg keeps those in .diag).
+    text = str(getattr(exc, "diag", None) and exc.diag.message_primary or type(exc).__name__)
+    if isinstance(exc, pg_errors.UniqueViolation):
+        return UniqueRace(text)
+    return IntegrityError(text)
+
+
+class PostgresDatabase:
+    dialect = POSTGRESQL
+
+    def __init__(self, url: str, *, max_batch: int = 256, pool_size: int = 4,
+                 observe_batch: Callable[[int], None] | None = None,
+                 observe_latency: Callable[[str, float], None] | None = None) -> None:
+        self.url = url
+        self.max_batch = max_batch
+        self.pool_size = pool_size
+        self._observe_batch = observe_batch
+        # (operation, seconds): the backend latency histogram.
+        self._observe_latency = observe_latency
+        self._writer_conn: psycopg.Connection | None = None
+        self._writer_thread: ThreadPoolExecutor | None = None
+        self._pool: AsyncConnectionPool | None = None
+        self._writer: GroupCommitWriter | None = None
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    @property
+    def units(self) -> int:
+        return self._writer.units if self._writer else 0
+
+    @property
+    def pool_in_use(self) -> int:
+        if self._pool is None:
+            return 0
+        stats = self._pool.get_stats()
+        return stats.get("pool_size", 0) - stats.get("pool_available", 0)
+
+    def _connect_writer(self) -> None:
+        conn = psycopg.connect(self.url, autocommit=False, row_factory=_row_factory,
+                               connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        conn.execute("SET synchronous_commit = on")
+        conn.commit()
+        self._writer_conn = conn
+
+    def _ensure_writer(self) -> psycopg.Connection:
+        conn = self._writer_conn
+        if conn is None or conn.closed or conn.broken:
+            # The server went away and came back: reconnect (the batch that failed was
+            # already reported to its waiters; nothing of it was committed).
+            if conn is not None:
+                conn.close()
+            self._connect_writer()
+        assert self._writer_conn is not None
+        return self._writer_conn
+
+    async def open(self) -> PostgresDatabase:
+        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-writer")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer_thread, self._connect_writer)
+        await loop.run_in_executor(self._writer_thread, self._migrate)
+
+        async def configure(conn: psycopg.AsyncConnection) -> None:
+            conn.row_factory = _row_factory
+
+        self._pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self.pool_size, open=False, configure=configure,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            timeout=CONNECT_TIMEOUT_SECONDS)
+        await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
+        self._writer = GroupCommitWriter(self._writer_thread, self._commit_batch,
+                                         max_batch=self.max_batch,
+                                         observe_batch=self._observe_batch)
+        return self
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            await self._writer.stop()
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        if self._writer_thread is not None:
+            conn, self._writer_conn = self._writer_conn, None
+            if conn is not None:
+                self._writer_thread.submit(conn.close).result()
+            self._writer_thread.shutdown(wait=True)
+            self._writer_thread = None
+
+    def _migrate(self) -> list[str]:
+        conn = self._ensure_writer()
+        return apply_migrations_postgresql(conn)
+
+    # -- writes ---------------------------------------------------------------------------
+    async def write(self, fn: Callable[[PgWriteTx], T]) -> T:
+        if self._writer is None:
+            raise RuntimeError("database is not open")
+        return await self._writer.write(fn)
+
+    def _commit_batch(self, fns: list[Callable[[PgWriteTx], Any]]
+                      ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
+        started = time.perf_counter()
+        conn = self._ensure_writer()
+        outcomes: list[tuple[bool, Any]] = []
+        callbacks: list[Callable[[], None]] = []
+        try:
+            for fn in fns:
+                outcome, tx = self._run_unit(conn, fn)
+                outcomes.append(outcome)
+                if outcome[0]:
+                    callbacks.extend(tx.after_commit)
+            conn.commit()
+        except BaseException:
+            if not conn.closed:
+                try:
+                    conn.rollback()
+                except psycopg.Error:
+                    pass
+            raise
+        if self._observe_latency is not None:
+            self._observe_latency("commit", time.perf_counter() - started)
+        return outcomes, callbacks
+
+    @staticmethod
+    def _run_unit(conn: psycopg.Connection, fn: Callable[[PgWriteTx], Any]
+                  ) -> tuple[tuple[bool, Any], PgWriteTx]:
+        for attempt in (1, 2):
+            conn.execute("SAVEPOINT unit")
+            tx = PgWriteTx(conn)
+            try:
+                result = fn(tx)
+            except UniqueRace as exc:
+                conn.execute("ROLLBACK TO SAVEPOINT unit")
+                conn.execute("RELEASE SAVEPOINT unit")
+                if attempt == 2:
+                    return (False, exc), tx
+                continue   # another replica committed the row first: run again, see it
+            except psycopg.OperationalError:
+                raise      # the connection is gone: the whole batch fails
+            except Exception as exc:
+                conn.execute("ROLLBACK TO SAVEPOINT unit")
+                conn.execute("RELEASE SAVEPOINT unit")
+                return (False, exc), tx
+            conn.execute("RELEASE SAVEPOINT unit")
+            return (True, result), tx
+        raise AssertionError("unreachable")
+
+    # -- reads ----------------------------------------------------------------------------
+    async def fetchone(self, sql: str, params: Params = ()) -> PgRow | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[PgRow]:
+        assert self._pool is not None
+        started = time.perf_counter()
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(to_postgresql(sql), params or None)
+            rows = await cursor.fetchall()
+        if self._observe_latency is not None:
+            self._observe_latency("read", time.perf_counter() - started)
+        return rows
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS):
+                await self.fetchone("SELECT 1")
+            return self._writer is not None and self._writer.alive
+        except Exception:
+            return False
+
+
+def apply_migrations_postgresql(conn: psycopg.Connection) -> list[str]:
+    """Apply the numbered migrations, each in its own transaction, under an advisory lock:
+    replicas starting at once wait for each other and skip what is already applied."""
+    applied = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY,"
+            " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        conn.commit()
+        for version, name, sql in migration_files():
+            if conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s",
+                            (version,)).fetchone():
+                conn.commit()
+                continue
+            try:
+                for statement in split_statements(sql):
+                    for pg_statement in ddl_to_postgresql(statement):
+                        conn.execute(pg_statement)
+                conn.execute("INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                             (version, name))
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            applied.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        conn.commit()
+    return applied
