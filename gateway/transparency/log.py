@@ -28,29 +28,31 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter
 
 from gateway.core.clock import Clock
-from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.core.jobs import PeriodicJob, start_for_app_lifetime
 from gateway.store import Database, WriteTx
 from gateway.transparency import merkle
-from gateway.transparency.checkpoint import format_checkpoint, sign_note, verifier_key_string
+from gateway.transparency.checkpoint import (
+    format_checkpoint,
+    parse_verifier_key,
+    sign_note,
+    verifier_key_string,
+)
 from gateway.transparency.entries import encode_entry, format_time
 from gateway.transparency.verify import VerifyReport, build_bundle, verify_bundle
 
 log = logging.getLogger("gateway.audit")
 
 __all__ = ["AuditLog", "AuditLogDamaged", "StoredCheckpoint", "get_audit_log",
-           "origin_prefix_from_url", "verify_database"]
+           "origin_prefix_from_url", "verify_stored_log"]
 
 # A checkpoint is signed at least every this many appends to one log, so a busy log never
 # has a long unsigned tail; and at least every CHECKPOINT_INTERVAL_SECONDS while it grows.
@@ -128,8 +130,10 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = checkpoint_interval
         self._public_key: bytes = signing_key.public_key_raw()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        # Signs a checkpoint for every log that grew: on its interval, or at once when a
+        # log crosses a multiple of checkpoint_every.
+        self._checkpoints_job = PeriodicJob("audit-checkpoints", self.sign_due,
+                                            checkpoint_interval)
         # append(): entries waiting for their log's next write unit, and the flush tasks.
         self._pending: dict[str, list[tuple[bytes, asyncio.Future[int]]]] = {}
         self._flushes: set[asyncio.Task] = set()
@@ -269,7 +273,7 @@ class AuditLog:
         if self._appends is not None:
             self._appends.inc(new_size - old_size)
         if new_size // self.checkpoint_every != old_size // self.checkpoint_every:
-            self._wake.set()
+            self._checkpoints_job.wake()
 
     # -- reads ---------------------------------------------------------------------------
     async def size(self, tenant_id: str) -> int:
@@ -380,26 +384,10 @@ class AuditLog:
         return len(rows)
 
     async def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="audit-checkpoints")
+        await self._checkpoints_job.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.checkpoint_interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.sign_due()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.error("checkpoint signing failed: %s", type(exc).__name__)
+        await self._checkpoints_job.stop()
 
     # -- export --------------------------------------------------------------------------
     async def bundle(self, tenant_id: str) -> dict[str, Any]:
@@ -442,38 +430,40 @@ def get_audit_log(services: Any) -> AuditLog:
     return audit
 
 
-# -- offline / online verification (CLI) ---------------------------------------------------
-def verify_database(path: Path, tenant_id: str, trusted_key: str | None) -> VerifyReport:
-    """Verify one tenant's log straight from the database file (read-only): every stored
-    checkpoint against the entries (as `verify_bundle` does for an export), plus the stored
-    node table against the entries, the head against the entry count, and the newest
-    entries that no checkpoint covers yet against the stored tree."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        head = conn.execute("SELECT origin, size FROM audit_heads WHERE tenant_id = ?",
-                            (tenant_id,)).fetchone()
-        entries = [bytes(r[0]) for r in conn.execute(
-            "SELECT entry FROM audit_entries WHERE tenant_id = ? ORDER BY seq", (tenant_id,))]
-        seqs = [r[0] for r in conn.execute(
-            "SELECT seq FROM audit_entries WHERE tenant_id = ? ORDER BY seq", (tenant_id,))]
-        notes = [r[0] for r in conn.execute(
-            "SELECT note FROM audit_checkpoints WHERE tenant_id = ? ORDER BY size",
-            (tenant_id,))]
-        leaves = {r[0]: bytes(r[1]) for r in conn.execute(
-            "SELECT idx, hash FROM audit_nodes WHERE tenant_id = ? AND level = 0",
-            (tenant_id,))}
-        stored_nodes = {(r[0], r[1]): bytes(r[2]) for r in conn.execute(
-            "SELECT level, idx, hash FROM audit_nodes WHERE tenant_id = ?", (tenant_id,))}
-    finally:
-        conn.close()
+def register(services: Any) -> None:
+    """Feature hook (run by `open_services`): `services.features["audit"]` exists from the
+    start, for the server and for CLI commands (`retention run`, ...) alike."""
+    if services.config.signing_key_path.exists():
+        get_audit_log(services)
+
+
+async def startup(app: Any, services: Any) -> None:
+    """Feature hook: register `services.features["audit"]` and start checkpoint signing."""
+    await start_for_app_lifetime(app, get_audit_log(services))
+
+
+async def verify_stored_log(db: Database, tenant_id: str, trusted_key: str) -> VerifyReport:
+    """Verify one tenant's log as stored: every stored checkpoint against the entries (as
+    `verify_bundle` does for an export), plus the stored node table against the entries,
+    the head against the entry count, and the newest entries that no checkpoint covers yet
+    against the stored tree. Reads through the seam, so it works on every backend."""
+    head = await db.fetchone("SELECT origin, size FROM audit_heads WHERE tenant_id = ?",
+                             (tenant_id,))
     if head is None:
         report = VerifyReport()
         report.problems.append("no log for this tenant")
         return report
-    origin, size = head
-    key = trusted_key
-    bundle = build_bundle(origin, origin, _signing_public_key_from(trusted_key), entries, notes)
-    report = verify_bundle(bundle, trusted_key=key)
+    rows = await db.fetchall(
+        "SELECT seq, entry FROM audit_entries WHERE tenant_id = ? ORDER BY seq", (tenant_id,))
+    seqs, entries = [r["seq"] for r in rows], [bytes(r["entry"]) for r in rows]
+    notes = [r["note"] for r in await db.fetchall(
+        "SELECT note FROM audit_checkpoints WHERE tenant_id = ? ORDER BY size", (tenant_id,))]
+    stored_nodes = {(r["level"], r["idx"]): bytes(r["hash"]) for r in await db.fetchall(
+        "SELECT level, idx, hash FROM audit_nodes WHERE tenant_id = ?", (tenant_id,))}
+    origin, size = head["origin"], head["size"]
+    public = parse_verifier_key(trusted_key)[1]
+    report = verify_bundle(build_bundle(origin, origin, public, entries, notes),
+                           trusted_key=trusted_key)
     if seqs != list(range(len(seqs))):
         missing = sorted(set(range(max(seqs, default=-1) + 1)) - set(seqs))
         report.problems.append(f"log: seqs missing {missing[:10]} (entries deleted)")
@@ -481,7 +471,7 @@ def verify_database(path: Path, tenant_id: str, trusted_key: str | None) -> Veri
         report.problems.append(f"log: head says {size} entries, {len(entries)} stored "
                                "(entries deleted or head altered)")
     for i, data in enumerate(entries):
-        if leaves.get(i) != merkle.hash_leaf(data):
+        if stored_nodes.get((0, i)) != merkle.hash_leaf(data):
             report.problems.append(f"entry {i}: does not match its stored leaf hash "
                                    "(tampered entry or node)")
     # Interior nodes must be what their children hash to.
@@ -495,118 +485,3 @@ def verify_database(path: Path, tenant_id: str, trusted_key: str | None) -> Veri
                                    "(tampered node)")
     report.ok = not report.problems
     return report
-
-
-def _signing_public_key_from(trusted_key: str | None) -> bytes:
-    from gateway.transparency.checkpoint import parse_verifier_key
-    if trusted_key is None:
-        raise ValueError("a trusted key is required")
-    return parse_verifier_key(trusted_key)[1]
-
-
-# -- CLI: gateway audit verify | public-key ------------------------------------------------
-def _configure_verify(parser: Any) -> None:
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--tenant", help="verify this tenant's log in the database (online)")
-    group.add_argument("--bundle", help="verify an export bundle file (offline)")
-    parser.add_argument("--trusted-key", help="the verifier key you pinned (default: the "
-                        "operator key from this gateway's config, if it has one)")
-
-
-async def _cmd_verify(args: Any, config: Any) -> int:
-    from gateway.transparency.checkpoint import CheckpointError
-
-    trusted = args.trusted_key
-    pinned_from_config = False
-    if trusted is None and config.signing_key_path.exists():
-        import keys
-        public = keys.OperatorSigningKey.load(config.signing_key_path).public_key_raw()
-        pinned_from_config = True
-    if args.tenant:
-        if trusted is None and not pinned_from_config:
-            print("gateway: no --trusted-key and no signing key in the config", flush=True)
-            return 2
-        row = await asyncio.to_thread(_read_origin, config.database_path, args.tenant)
-        origin = row or f"{origin_prefix_from_url(config.server.public_base_url)}/tenants/{args.tenant}"
-        if trusted is None:
-            trusted = verifier_key_string(origin, public)
-        report = await asyncio.to_thread(verify_database, config.database_path, args.tenant,
-                                         trusted)
-    else:
-        try:
-            bundle = json.loads(Path(args.bundle).read_text())
-        except (OSError, ValueError) as exc:
-            print(f"gateway: cannot read bundle: {type(exc).__name__}")
-            return 2
-        if trusted is None and pinned_from_config and isinstance(bundle, dict) and isinstance(
-                bundle.get("key_name"), str):
-            try:
-                trusted = verifier_key_string(bundle["key_name"], public)
-            except ValueError:
-                trusted = None
-        try:
-            report = verify_bundle(bundle, trusted_key=trusted)
-        except CheckpointError:  # pragma: no cover - verify_bundle reports, never raises
-            return 1
-        if trusted is None:
-            report.warnings.append("no trusted key: checked against the bundle's own key, "
-                                   "which proves nothing until compared with the pinned one")
-    result = report.as_dict()
-    if getattr(args, "json", False):
-        print(json.dumps(result))
-    else:
-        print(("OK" if report.ok else "FAILED") + f": {report.entries} entries, "
-              f"{report.checkpoints} checkpoints, verified up to size {report.verified_size}")
-        for line in report.problems:
-            print(f"problem: {line}")
-        for line in report.warnings:
-            print(f"warning: {line}")
-        if report.verifier_key:
-            print(f"key: {report.verifier_key}")
-    return 0 if report.ok else 1
-
-
-def _read_origin(path: Path, tenant_id: str) -> str | None:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        row = conn.execute("SELECT origin FROM audit_heads WHERE tenant_id = ?",
-                           (tenant_id,)).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
-
-
-async def _cmd_public_key(args: Any, config: Any) -> int:
-    import keys
-    public = keys.OperatorSigningKey.load(config.signing_key_path).public_key_raw()
-    origin = None
-    if config.database_path.exists():
-        origin = await asyncio.to_thread(_read_origin, config.database_path, args.tenant)
-    origin = origin or f"{origin_prefix_from_url(config.server.public_base_url)}/tenants/{args.tenant}"
-    vkey = verifier_key_string(origin, public)
-    if getattr(args, "json", False):
-        print(json.dumps({"origin": origin, "key_name": origin, "verifier_key": vkey,
-                          "public_key": base64.b64encode(public).decode()}))
-    else:
-        print(vkey)
-    return 0
-
-
-cli_commands = [
-    (("audit", "verify"), _configure_verify, _cmd_verify),
-    (("audit", "public-key"), lambda p: p.add_argument("--tenant", required=True),
-     _cmd_public_key),
-]
-
-
-def register(services: Any) -> None:
-    """Feature hook (run by `open_services`): `services.features["audit"]` exists from the
-    start, for the server and for CLI commands (`retention run`, ...) alike."""
-    if services.config.signing_key_path.exists():
-        get_audit_log(services)
-
-
-async def startup(app: Any, services: Any) -> None:
-    """Feature hook: register `services.features["audit"]` and start checkpoint signing."""
-    audit = get_audit_log(services)
-    await start_for_app_lifetime(app, audit)
