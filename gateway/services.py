@@ -16,8 +16,8 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.metrics import Metrics
 from gateway.ingest.integrations import IntegrationService
 from gateway.ingest.pipeline import IngestService
+from gateway.store import Database, open_database
 from gateway.store.files import FileBlobStore
-from gateway.store.sqlite import Database
 from gateway.tenants.keyring import KeyRing
 
 
@@ -67,8 +67,11 @@ async def open_services(config: Config, clock: Clock | None = None,
     if not config.root_key_path.exists():
         raise NotInitialised(f"no root key at {config.root_key_path}: run `gateway init`")
     root = keys.FileRootKeyProvider.load(config.root_key_path)
-    db = await Database(config.database_path,
-                        max_batch=config.storage.group_commit_max_batch).open()
+    db = await open_database(
+        config.storage.database_url, config.database_path,
+        max_batch=config.storage.group_commit_max_batch,
+        pool_size=config.storage.database_pool_size,
+        observe_batch=metrics.group_commit_size.observe)
     blobs = FileBlobStore(config.blob_dir)
     blobs.setup()
     keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits,

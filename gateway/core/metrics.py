@@ -1,10 +1,31 @@
 """Prometheus metrics. One registry per gateway instance (tests run several in a process).
-Label values are drawn from small fixed sets (route templates, platform names, outcomes):
-never a phone number, token, id or anything a caller chose."""
+
+Invariants:
+- Label values are drawn from small fixed sets (route templates, platform names, outcomes,
+  component and store names from code): never a phone number, token, id, path or anything
+  a caller chose.
+- Every metric has a HELP text that says what one unit is and when it moves; every metric
+  defined is fed by the code (tests/ops checks a real scrape, the dashboard and the alerts
+  in deploy/ name only metrics found there).
+- A scrape never fails because one reading failed: a filesystem that cannot be read
+  reports NaN, a readiness check that raises reports 0.
+
+Area modules (media, retention, staff access, the audit log, recording fetch) define their
+own metrics on `registry`; docs/operations.md lists them all.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import math
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# Stores whose filesystem is watched (the `store` label; one series each). They may sit on
+# different filesystems (config [storage]); the key store is meant to.
+STORES = ("database", "blobs", "keys")
 
 
 class Metrics:
@@ -12,29 +33,85 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.http_requests = Counter(
-            "gateway_http_requests", "HTTP requests by route template and status",
+            "gateway_http_requests",
+            "HTTP requests answered, by method, route template and status code",
             ["method", "route", "status"], registry=r)
         self.http_latency = Histogram(
-            "gateway_http_request_duration_seconds", "HTTP request latency by route template",
+            "gateway_http_request_duration_seconds",
+            "Time from request received to response returned, by route template",
             ["route"], registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
         self.webhooks = Counter(
-            "gateway_webhooks", "Webhook deliveries by platform and outcome",
+            "gateway_webhooks",
+            "Webhook deliveries by platform and outcome (accepted, duplicate, empty, handshake,"
+            " bad_signature, missing_signature, stale, bad_handshake, malformed)",
             ["platform", "outcome"], registry=r)
         self.bytes_encrypted = Counter(
-            "gateway_bytes_encrypted", "Plaintext bytes encrypted into blobs", registry=r)
+            "gateway_bytes_encrypted", "Plaintext audio bytes encrypted into blobs", registry=r)
         self.bytes_decrypted = Counter(
-            "gateway_bytes_decrypted", "Plaintext bytes decrypted from blobs", registry=r)
-        self.group_commit_size = Histogram(
-            "gateway_group_commit_units", "Write units per durable commit", registry=r,
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
-        self.recordings_stored = Counter(
-            "gateway_recordings_stored", "Recordings stored by source", ["source"], registry=r)
-        self.recovered = Counter(
-            "gateway_recovered_items", "Half-written items cleaned up at start", ["kind"],
+            "gateway_bytes_decrypted", "Plaintext audio bytes decrypted from blobs for readers",
             registry=r)
-        self.up = Gauge("gateway_up", "1 while the gateway serves", registry=r)
+        self.group_commit_size = Histogram(
+            "gateway_group_commit_units",
+            "Write units (deliveries, grants, log appends, ...) that shared one durable commit",
+            registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.recordings_stored = Counter(
+            "gateway_recordings_stored", "Recordings stored and made visible, by source",
+            ["source"], registry=r)
+        self.recovered = Counter(
+            "gateway_recovered_items",
+            "Half-written items found and cleaned up (at start or by a lease sweep), by kind",
+            ["kind"], registry=r)
+        self.up = Gauge(
+            "gateway_up", "1 while the API listener serves requests, 0 during start and stop",
+            registry=r)
+        self.ready = Gauge(
+            "gateway_ready",
+            "1 when a component the gateway needs passes its readiness check at scrape time,"
+            " 0 when not (the same checks as GET /readyz)", ["component"], registry=r)
+        self.storage_free = Gauge(
+            "gateway_storage_free_bytes",
+            "Bytes available to the gateway on the filesystem holding each store",
+            ["store"], registry=r)
+        self.storage_size = Gauge(
+            "gateway_storage_size_bytes", "Size in bytes of the filesystem holding each store",
+            ["store"], registry=r)
+        self._before_scrape: list[Callable[[], Awaitable[None]]] = []
 
     def extra(self) -> CollectorRegistry:
         """Feature modules create their own metrics on this registry."""
         return self.registry
+
+    def watch_filesystem(self, store: str, path: Path) -> None:
+        """Report free and total bytes of the filesystem holding `path`, read at each scrape
+        (a statvfs call: cheap, and never stale)."""
+        if store not in STORES:
+            raise ValueError(f"store must be one of {STORES}")
+        self.storage_free.labels(store).set_function(lambda: _disk_usage(path, "free"))
+        self.storage_size.labels(store).set_function(lambda: _disk_usage(path, "total"))
+
+    def before_scrape(self, refresh: Callable[[], Awaitable[None]]) -> None:
+        """Run `refresh` before each scrape, for readings that need the event loop (a
+        database ping). Keep it quick: Prometheus waits for it."""
+        self._before_scrape.append(refresh)
+
+    def record_readiness(self, checks: dict[str, bool]) -> None:
+        for component, ok in checks.items():
+            self.ready.labels(component).set(1 if ok else 0)
+
+    async def exposition(self) -> bytes:
+        """The text a scrape returns, after the pre-scrape readings are refreshed."""
+        for refresh in self._before_scrape:
+            await refresh()
+        return generate_latest(self.registry)
+
+
+def _disk_usage(path: Path, field: str) -> float:
+    # A store directory not made yet (the key store before the first tenant) will be made
+    # on its parent's filesystem: report that one.
+    while not path.exists() and path.parent != path:
+        path = path.parent
+    try:
+        return float(getattr(shutil.disk_usage(path), field))
+    except OSError:
+        return math.nan

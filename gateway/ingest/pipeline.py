@@ -30,6 +30,7 @@ from adapters.events import (
 from gateway.core.clock import Clock, isoformat
 from gateway.core.metrics import Metrics
 from gateway.core.phone import try_normalise_party
+from gateway.errors import not_found
 from gateway.ingest.integrations import Integration, IntegrationService
 from gateway.store import Database, WriteTx, sealed
 from gateway.store.ids import new_id
@@ -76,6 +77,14 @@ class _PreparedEvent:
     from_party: str | None
     to_party: str | None
     new_call_parties: tuple[bytes | None, int | None, int | None]
+    # True when normalising and sealing the parties was skipped because this process
+    # believed the call already had them stored (the known-call cache).
+    parties_skipped: bool = False
+
+
+class _PartiesNeeded(Exception):
+    """The known-call cache was stale: the call is gone or has no parties (another replica
+    or an erasure removed them). The delivery is prepared again with its parties."""
 
 
 @dataclass
@@ -171,8 +180,31 @@ class IngestService:
         # event loop; the write unit below only runs statements, so the single writer
         # thread spends its time on SQL and the group commit stays short.
         prepared = [self._prepare(ring, integration, event) for event in events]
+        try:
+            result = await self.db.write(self._unit(ring, integration, prepared, now))
+        except _PartiesNeeded:
+            for item in prepared:
+                self._calls_with_parties.pop((integration.id, item.event.platform_call_id),
+                                             None)
+            prepared = [self._prepare(ring, integration, event, use_cache=False)
+                        for event in events]
+            result = await self.db.write(self._unit(ring, integration, prepared, now))
+        for item in prepared:
+            if item.from_party or item.to_party:
+                self._remember_call(integration.id, item.event.platform_call_id)
+        return result
 
+    def _unit(self, ring: keys.TenantKeys, integration: Integration,
+              prepared: list[_PreparedEvent], now: str) -> Callable[[WriteTx], IngestResult]:
         def unit(tx: WriteTx) -> IngestResult:
+            # Checked inside the transaction, not only against this process's credential
+            # cache: a delivery for an integration (or tenant) that any replica has
+            # disabled or offboarded is refused, atomically with the write.
+            if tx.fetchone(
+                    "SELECT 1 FROM integrations i JOIN tenants t ON t.id = i.tenant_id"
+                    " WHERE i.id = ? AND i.disabled_at IS NULL AND t.state = 'active'",
+                    (integration.id,)) is None:
+                raise not_found("integration")
             result = IngestResult()
             for item in prepared:
                 seen = tx.fetchone(
@@ -199,12 +231,7 @@ class IngestService:
                 if isinstance(event, RecordingAvailable):
                     result.recordings.append((call_id, event))
             return result
-
-        result = await self.db.write(unit)
-        for item in prepared:
-            if item.from_party or item.to_party:
-                self._remember_call(integration.id, item.event.platform_call_id)
-        return result
+        return unit
 
     def forget_known_calls(self) -> None:
         """Call after deleting or rewriting calls (erasure, retention, rectification)."""
@@ -217,12 +244,13 @@ class IngestService:
         if len(self._calls_with_parties) > KNOWN_CALLS_CACHE:
             self._calls_with_parties.popitem(last=False)
 
-    def _prepare(self, ring: keys.TenantKeys, integration: Integration, event: Event
-                 ) -> _PreparedEvent:
+    def _prepare(self, ring: keys.TenantKeys, integration: Integration, event: Event, *,
+                 use_cache: bool = True) -> _PreparedEvent:
         event_id = new_id()
         body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
         from_party = to_party = None
-        known = (integration.id, event.platform_call_id) in self._calls_with_parties
+        known = use_cache and (integration.id, event.platform_call_id) in \
+            self._calls_with_parties
         if isinstance(event, CallEvent) and not known:
             from_party = try_normalise_party(event.from_number, self.default_region)
             to_party = try_normalise_party(event.to_number, self.default_region)
@@ -231,16 +259,23 @@ class IngestService:
             event=event, dedupe=_dedupe_hash(event.dedupe_key), event_id=event_id,
             sealed_body=ring.seal_record(EVENT_RECORD, event_id, body),
             new_call_id=new_call_id, from_party=from_party, to_party=to_party,
-            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party))
+            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party),
+            parties_skipped=known and isinstance(event, CallEvent) and bool(
+                event.from_number or event.to_number))
 
     def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
                     item: _PreparedEvent, now_text: str) -> str:
         event = item.event
+        # Locked until the commit: the status merge below is a read-modify-write, and on
+        # PostgreSQL another replica may be merging an event of the same call right now.
         row = tx.fetchone(
             f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
-            " platform_call_id = ?", (integration.id, event.platform_call_id))
+            " platform_call_id = ?", (integration.id, event.platform_call_id),
+            for_update=True)
         if row is None and event.platform_session_id:
             row = self._call_by_session(tx, integration, event)
+        if item.parties_skipped and (row is None or row["parties"] is None):
+            raise _PartiesNeeded
         if not isinstance(event, CallEvent):
             if row is not None:
                 return row["id"]
@@ -304,11 +339,12 @@ class IngestService:
             return tx.fetchone(
                 f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
                 " platform_session_id = ? ORDER BY created_at, id LIMIT 1",
-                (integration.id, event.platform_session_id))
+                (integration.id, event.platform_session_id), for_update=True)
         row = tx.fetchone(
             f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
             " platform_call_id = ? AND platform_session_id = ? AND status IS NULL",
-            (integration.id, event.platform_session_id, event.platform_session_id))
+            (integration.id, event.platform_session_id, event.platform_session_id),
+            for_update=True)
         if row is not None:
             tx.execute("UPDATE calls SET platform_call_id = ? WHERE id = ?",
                        (event.platform_call_id, row["id"]))

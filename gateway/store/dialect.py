@@ -59,15 +59,25 @@ def _placeholders(segment: str) -> str:
     return _NAMED.sub(r"%(\1)s", segment)
 
 
+_CROSS_JOIN_ON = re.compile(r"\bCROSS\s+JOIN\s+(\w+(?:\s+(?!ON\b)\w+)?)\s+ON\b",
+                            re.IGNORECASE)
+
+
 @functools.lru_cache(maxsize=4096)
-def to_postgresql(sql: str) -> str:
-    """A service statement in PostgreSQL's form (psycopg placeholders)."""
+def to_postgresql(sql: str, for_update: bool = False) -> str:
+    """A service statement in PostgreSQL's form (psycopg placeholders); `for_update` locks
+    the rows it reads until the transaction ends."""
     ignore = bool(_INSERT_OR_IGNORE.search(sql))
     if ignore:
         sql = _INSERT_OR_IGNORE.sub("INSERT INTO", sql)
+    # SQLite reads "CROSS JOIN t ON ..." as an inner join whose order the planner keeps;
+    # PostgreSQL knows no ON after CROSS JOIN (and plans the order itself).
+    sql = _CROSS_JOIN_ON.sub(r"JOIN \1 ON", sql)
     out = _rewrite_outside_quotes(sql, _placeholders)
     if ignore:
         out = out.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
+    if for_update:
+        out = out.rstrip().rstrip(";") + " FOR UPDATE"
     return out
 
 

@@ -94,11 +94,15 @@ class PgWriteTx:
         except pg_errors.IntegrityError as exc:
             raise _integrity(exc) from exc
 
-    def fetchone(self, sql: str, params: Params = ()) -> PgRow | None:
-        return self._conn.execute(to_postgresql(sql), params or None).fetchone()
+    def fetchone(self, sql: str, params: Params = (), *,
+                 for_update: bool = False) -> PgRow | None:
+        return self._conn.execute(to_postgresql(sql, for_update),
+                                  params or None).fetchone()
 
-    def fetchall(self, sql: str, params: Params = ()) -> list[PgRow]:
-        return self._conn.execute(to_postgresql(sql), params or None).fetchall()
+    def fetchall(self, sql: str, params: Params = (), *,
+                 for_update: bool = False) -> list[PgRow]:
+        return self._conn.execute(to_postgresql(sql, for_update),
+                                  params or None).fetchall()
 
 
 class UniqueRace(IntegrityError):

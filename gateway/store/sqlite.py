@@ -52,10 +52,13 @@ class SqliteWriteTx:
         except sqlite3.IntegrityError as exc:
             raise IntegrityError(str(exc)) from exc
 
-    def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
+    # for_update needs nothing here: BEGIN IMMEDIATE holds the file's write lock.
+    def fetchone(self, sql: str, params: Params = (), *,
+                 for_update: bool = False) -> sqlite3.Row | None:
         return self._conn.execute(sql, params).fetchone()
 
-    def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
+    def fetchall(self, sql: str, params: Params = (), *,
+                 for_update: bool = False) -> list[sqlite3.Row]:
         return self._conn.execute(sql, params).fetchall()
 
 
