@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +21,46 @@ from gateway.core.clock import ManualClock
 from gateway.services import GatewayServices, init_storage, open_services
 from gateway.tenants.accounts import create_staff, create_tenant
 
+ROOT = Path(__file__).resolve().parent.parent
+# Session fixtures for the real backing servers: `postgres`, `seaweedfs`.
+pytest_plugins = ["tests.support.postgres", "tests.support.seaweedfs"]
+
 PUBLIC_BASE_URL = "https://gateway.example.com"
+
+# The end-to-end suites the scale-out backends must pass run on every backend; the rest
+# (unit tests, SQLite-file forensics) on the embedded one. A test that only makes sense on
+# one backend says so with @pytest.mark.backends("sqlite").
+BACKENDS = tuple(os.environ.get("GATEWAY_TEST_BACKENDS", "sqlite,postgres").split(","))
+EVERY_BACKEND_SUITES = ("tests/gateway/test_foundation_e2e.py", "tests/platforms/",
+                        "tests/access/", "tests/lifecycle/", "tests/calls/")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" not in metafunc.fixturenames:
+        return
+    marker = metafunc.definition.get_closest_marker("backends")
+    relative = str(metafunc.definition.path.relative_to(ROOT))
+    every = relative.startswith(EVERY_BACKEND_SUITES)
+    names = marker.args if marker else (BACKENDS if every else ("sqlite",))
+    metafunc.parametrize("backend", [n for n in names if n in BACKENDS] or ["sqlite"],
+                         indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    return getattr(request, "param", "sqlite")
+
+
+@pytest.fixture
+def postgres_schema_url(postgres) -> Iterator[str]:
+    """A fresh schema in the session's throwaway database, for one test."""
+    import psycopg
+    schema = f"t_{secrets.token_hex(6)}"
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    yield f"{postgres.url}?options=-csearch_path%3D{schema}"
+    with psycopg.connect(postgres.url, autocommit=True) as admin:
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def make_config(data_dir: Path) -> Config:
@@ -85,8 +126,10 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
+def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Config:
     config = make_config(tmp_path / "data")
+    if backend == "postgres":
+        config.storage.database_url = request.getfixturevalue("postgres_schema_url")
     init_storage(config)
     return config
 
