@@ -1,4 +1,4 @@
-"""Platform adapters: pure protocol code (sans-I/O).
+"""Platform adapters: pure protocol code (sans-I/O), and the one registry of platforms.
 
 Each adapter takes the parts of one HTTP delivery (a `WebhookRequest`), the integration's
 decrypted credentials and the current time, verifies the platform's signature and returns
@@ -9,6 +9,12 @@ here performs I/O, reads the clock or imports a web framework.
     creds = adapter.validate_credentials(user_input)       # store these (encrypted)
     result = adapter.verify_and_parse(request, creds, now)  # list[Event] | HandshakeReply
     url, headers = adapter.recording_download(recording, creds, now)
+
+Each platform module builds one `PlatformDescriptor` (`PLATFORM`): webhook verify/parse,
+credentials, default recording hosts, the diagnostics it emits and, if it streams audio
+over a WebSocket, a `MediaStream` (upgrade auth kind, parser factory). `PLATFORMS` maps
+names to descriptors; the gateway lists platforms only by reading it. To add a platform,
+write its module and add it to `_MODULES` below (docs/platforms.md, "Adding a platform").
 
 `SignatureError.outcome` is one of "bad_signature", "missing_signature" (no signature
 headers at all), "stale" (authentic but outside the freshness window) or "bad_handshake"
@@ -23,6 +29,17 @@ from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 from . import standard, telnyx, twilio, vonage, whatsapp
+from ._platform import (
+    DIAG_NUMBER,
+    DIAG_TOKEN,
+    UPGRADE_SIGNATURE,
+    UPGRADE_SIGNATURE_OR_TOKEN,
+    UPGRADE_TOKEN,
+    MediaStream,
+    PlatformDescriptor,
+    is_host_entry,
+    merged_diagnostic_fields,
+)
 from .events import (
     CALL_STATUSES,
     DIRECTIONS,
@@ -40,7 +57,11 @@ from .events import (
 
 __all__ = [
     "CALL_STATUSES",
+    "DIAG_NUMBER",
+    "DIAG_TOKEN",
     "DIRECTIONS",
+    "EVENT_DIAGNOSTIC_FIELDS",
+    "MEDIA_STREAM_PLATFORMS",
     "PLATFORMS",
     "TERMINAL_STATUSES",
     "AdapterError",
@@ -49,16 +70,24 @@ __all__ = [
     "HandshakeError",
     "HandshakeReply",
     "MalformedError",
+    "MediaStream",
     "PlatformAdapter",
+    "PlatformDescriptor",
     "RecordingAvailable",
     "SignatureError",
+    "UPGRADE_SIGNATURE",
+    "UPGRADE_SIGNATURE_OR_TOKEN",
+    "UPGRADE_TOKEN",
     "WebhookRequest",
     "get_adapter",
+    "is_host_entry",
 ]
 
 
 @runtime_checkable
 class PlatformAdapter(Protocol):
+    """The calling surface every descriptor offers (PlatformDescriptor has more fields)."""
+
     name: str
     # How long a captured authentic delivery stays acceptable; keep dedupe keys longer.
     replay_window: timedelta
@@ -74,14 +103,24 @@ class PlatformAdapter(Protocol):
     ) -> tuple[str, dict[str, str]]: ...
 
 
-PLATFORMS: Mapping[str, PlatformAdapter] = MappingProxyType(
-    {
-        module.ADAPTER.name: module.ADAPTER
-        for module in (standard, twilio, telnyx, vonage, whatsapp)
-    }
+# The one list of platform modules. Order is the documentation's order.
+_MODULES = (standard, twilio, telnyx, vonage, whatsapp)
+
+PLATFORMS: Mapping[str, PlatformDescriptor] = MappingProxyType(
+    {module.PLATFORM.name: module.PLATFORM for module in _MODULES}
+)
+
+# Platforms that stream live audio to the media WebSocket, in registry order.
+MEDIA_STREAM_PLATFORMS: tuple[str, ...] = tuple(
+    name for name, platform in PLATFORMS.items() if platform.media_stream is not None
+)
+
+# What any adapter may write into CallEvent.diagnostics: {key: kind | [kind] | {...}}.
+EVENT_DIAGNOSTIC_FIELDS: Mapping[str, Any] = MappingProxyType(
+    merged_diagnostic_fields(PLATFORMS)
 )
 
 
-def get_adapter(platform: str) -> PlatformAdapter:
-    """The adapter registered under `platform`; KeyError if there is none."""
+def get_adapter(platform: str) -> PlatformDescriptor:
+    """The descriptor registered under `platform`; KeyError if there is none."""
     return PLATFORMS[platform]

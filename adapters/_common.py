@@ -16,7 +16,6 @@ import hmac
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -82,24 +81,6 @@ _B64_RE = re.compile(r"[A-Za-z0-9+/]*={0,2}\Z")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*={0,2}\Z")
 
 T = TypeVar("T")
-
-
-# --- adapter object -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Adapter:
-    """The registry's view of one platform module (see `adapters.PlatformAdapter`).
-
-    `replay_window` is how long a captured authentic delivery stays acceptable to the
-    adapter; the gateway must keep dedupe keys at least that long for dedupe to close it.
-    """
-
-    name: str
-    replay_window: timedelta
-    validate_credentials: Callable[[Mapping[str, Any]], dict[str, Any]]
-    verify_and_parse: Callable[..., Any]
-    recording_download: Callable[..., tuple[str, dict[str, str]]]
 
 
 def contained(fn: Callable[..., T]) -> Callable[..., T]:

@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from . import _common as c
+from ._platform import PlatformDescriptor
 from .events import (
     CALL_STATUSES,
     DIRECTIONS,
@@ -199,10 +200,13 @@ def recording_download(
     return c.https_url(recording.url, "recording.url"), {}
 
 
-ADAPTER = c.Adapter(
+PLATFORM = PlatformDescriptor(
     name=NAME,
     replay_window=TIMESTAMP_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
     recording_download=recording_download,
+    required_credentials=("secret",),
+    # A generic sender hosts its own media: the operator must list its hosts.
+    recording_hosts=(),
 )

@@ -24,6 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import _common as c
+from ._platform import DIAG_NUMBER, DIAG_TOKEN, UPGRADE_TOKEN, MediaStream, PlatformDescriptor
 from .events import (
     CallEvent,
     Event,
@@ -32,6 +33,7 @@ from .events import (
     SignatureError,
     WebhookRequest,
 )
+from .media import telnyx as media_telnyx
 
 NAME = "telnyx"
 
@@ -315,10 +317,22 @@ def recording_download(
     return url, {"Authorization": f"Bearer {api_key}"}
 
 
-ADAPTER = c.Adapter(
+PLATFORM = PlatformDescriptor(
     name=NAME,
     replay_window=TIMESTAMP_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
     recording_download=recording_download,
+    required_credentials=("public_key",),
+    optional_credentials=("api_key",),
+    # API_HOSTS, plus the S3 buckets its pre-signed recording_urls point to.
+    recording_hosts=(*API_HOSTS, ".amazonaws.com"),
+    diagnostic_fields={
+        "hangup_cause": DIAG_TOKEN, "hangup_source": DIAG_TOKEN, "sip_hangup_cause": DIAG_TOKEN,
+        "call_quality_stats": {leg: {name: DIAG_NUMBER for name in QUALITY_FIELDS}
+                               for leg in QUALITY_DIRECTIONS},
+    },
+    media_stream=MediaStream(
+        # Telnyx signs no upgrade: the tenant puts an ingest token in the stream URL.
+        upgrade_auth=UPGRADE_TOKEN, new_parser=media_telnyx.parser_for),
 )

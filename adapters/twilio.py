@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import _common as c
+from ._platform import DIAG_TOKEN, UPGRADE_SIGNATURE, MediaStream, PlatformDescriptor
 from .events import (
     TERMINAL_STATUSES,
     CallEvent,
@@ -36,6 +37,7 @@ from .events import (
     SignatureError,
     WebhookRequest,
 )
+from .media import twilio as media_twilio
 
 NAME = "twilio"
 
@@ -390,10 +392,18 @@ def recording_download(
     return url, {"Authorization": f"Basic {basic}"}
 
 
-ADAPTER = c.Adapter(
+PLATFORM = PlatformDescriptor(
     name=NAME,
     replay_window=MAX_EVENT_AGE + c.MAX_FUTURE_SKEW,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
     recording_download=recording_download,
+    required_credentials=("account_sid", "auth_token"),
+    # Basic auth goes only to RECORDING_HOSTS; media redirects to Twilio's CDN.
+    recording_hosts=(*RECORDING_HOSTS, ".twiliocdn.com"),
+    diagnostic_fields={name: DIAG_TOKEN for name in DIAGNOSTIC_PARAMS},
+    media_stream=MediaStream(
+        # X-Twilio-Signature over the public wss:// URL, no parameters.
+        upgrade_auth=UPGRADE_SIGNATURE, new_parser=media_twilio.parser_for,
+        verify_upgrade=verify),
 )

@@ -33,6 +33,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from . import _common as c
+from ._platform import (
+    DIAG_TOKEN,
+    UPGRADE_SIGNATURE_OR_TOKEN,
+    MediaStream,
+    PlatformDescriptor,
+)
 from .events import (
     CallEvent,
     Event,
@@ -41,6 +47,7 @@ from .events import (
     SignatureError,
     WebhookRequest,
 )
+from .media import vonage as media_vonage
 
 NAME = "vonage"
 
@@ -371,10 +378,22 @@ def recording_download(
     return url, {"Authorization": f"Bearer {token}"}
 
 
-ADAPTER = c.Adapter(
+PLATFORM = PlatformDescriptor(
     name=NAME,
     replay_window=IAT_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
     recording_download=recording_download,
+    # signature_secret stops being required only with an explicit verify_signatures: false.
+    required_credentials=("signature_secret", "application_id", "private_key"),
+    optional_credentials=("verify_signatures",),
+    recording_hosts=RECORDING_HOSTS,
+    diagnostic_fields={name: DIAG_TOKEN for name in DIAGNOSTIC_FIELDS},
+    media_stream=MediaStream(
+        # The upgrade carries the signed JWT; an integration that opted out of signatures
+        # uses an ingest token (?token=) instead.
+        upgrade_auth=UPGRADE_SIGNATURE_OR_TOKEN, new_parser=media_vonage.parser_for,
+        verify_upgrade=verify,
+        # Raw PCM frames carry no sequence numbers, and Vonage ends a stream by closing.
+        sequenced=False, ends_by_close=True),
 )

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import _common as c
+from ._platform import DIAG_TOKEN, PlatformDescriptor
 from .events import (
     CallEvent,
     Event,
@@ -329,10 +330,14 @@ def recording_download(
     raise MalformedError("platform", "whatsapp provides no recordings")
 
 
-ADAPTER = c.Adapter(
+PLATFORM = PlatformDescriptor(
     name=NAME,
     replay_window=MAX_EVENT_AGE + c.MAX_FUTURE_SKEW,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
     recording_download=recording_download,
+    required_credentials=("app_secret", "verify_token", "access_token", "phone_number_id"),
+    # WhatsApp has no platform recordings: audio arrives live over WebRTC.
+    recording_hosts=(),
+    diagnostic_fields={"error_codes": [DIAG_TOKEN]},
 )

@@ -1,31 +1,27 @@
-"""Shared fixtures: a real gateway on a real port, driven over HTTP."""
+"""Shared fixtures: a real gateway on a real port, driven over HTTP, on each storage backend.
+
+The harness itself lives in tests/support/ (server, CLI, signers, backing servers)."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
-from gateway.app import build_app
 from gateway.config import Config
 from gateway.core.clock import ManualClock
-from gateway.services import GatewayServices, init_storage, open_services
-from gateway.tenants.accounts import create_staff, create_tenant
+from gateway.services import init_storage
+from tests.support.server import RunningGateway, Tenant, make_config, start_gateway
+
+__all__ = ["RunningGateway", "Tenant", "make_config"]   # older imports from tests.conftest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Session fixtures for the real backing servers: `postgres`, `seaweedfs`.
 pytest_plugins = ["tests.support.postgres", "tests.support.seaweedfs"]
-
-PUBLIC_BASE_URL = "https://gateway.example.com"
 
 # The end-to-end suites the scale-out backends must pass run on every backend; the rest
 # (unit tests, SQLite-file forensics) on the embedded one. A test that only makes sense on
@@ -63,63 +59,6 @@ def postgres_schema_url(postgres) -> Iterator[str]:
         admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def make_config(data_dir: Path) -> Config:
-    config = Config()
-    config.storage.data_dir = str(data_dir)
-    config.server.public_base_url = PUBLIC_BASE_URL
-    return config
-
-
-@dataclass
-class Tenant:
-    id: str
-    api_key: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"}
-
-
-@dataclass
-class RunningGateway:
-    url: str
-    http: aiohttp.ClientSession
-    services: GatewayServices
-    clock: ManualClock
-    config: Config
-    server: TestServer
-
-    async def new_tenant(self, name: str) -> Tenant:
-        tenant_id, api_key = await create_tenant(self.services.db, self.services.keyring,
-                                                 self.clock, name)
-        return Tenant(tenant_id, api_key)
-
-    async def new_staff(self, name: str = "Sam Support", employer: str = "Operator GmbH",
-                        country: str = "DE") -> dict[str, str]:
-        staff_id, pseudonym, token = await create_staff(
-            self.services.db, self.clock, name=name, employer=employer, country=country)
-        return {"id": staff_id, "pseudonym": pseudonym, "token": token,
-                "auth": {"Authorization": f"Bearer {token}"}}
-
-    async def request(self, method: str, path: str, **kwargs: Any) -> tuple[int, Any, Any]:
-        """Send a request; returns (status, parsed body or bytes, headers)."""
-        async with self.http.request(method, self.url + path, **kwargs) as response:
-            raw = await response.read()
-            ctype = response.headers.get("Content-Type", "")
-            body: Any = raw
-            if "json" in ctype:
-                body = json.loads(raw)
-            return response.status, body, response.headers
-
-    async def integration(self, tenant: Tenant, platform: str, credentials: dict[str, Any],
-                          **extra: Any) -> dict[str, Any]:
-        status, body, _ = await self.request(
-            "POST", "/v1/integrations", headers=tenant.auth,
-            json={"platform": platform, "credentials": credentials, **extra})
-        assert status == 201, body
-        return body
-
-
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(datetime.now(UTC).replace(microsecond=0))
@@ -136,11 +75,5 @@ def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Conf
 
 @pytest.fixture
 async def gateway(config: Config, clock: ManualClock) -> AsyncIterator[RunningGateway]:
-    services = await open_services(config, clock)
-    server = TestServer(build_app(config, clock, services), host="127.0.0.1")
-    await server.start_server()
-    async with aiohttp.ClientSession() as http:
-        yield RunningGateway(str(server.make_url("")).rstrip("/"), http, services, clock,
-                             config, server)
-    await server.close()
-    await services.close()
+    async with start_gateway(config, clock) as running:
+        yield running

@@ -62,6 +62,11 @@ def ident(container: dict[str, Any], key: str, *, required: bool = True) -> str 
     return value
 
 
+def is_ident(value: str) -> bool:
+    """True for a printable, space-free identifier of at most MAX_ID_CHARS."""
+    return bool(_ID_RE.match(value))
+
+
 def counter(container: dict[str, Any], key: str) -> int | None:
     """A chunk/sequence/timestamp the platform writes as a decimal string (or a number)."""
     value = container.get(key)

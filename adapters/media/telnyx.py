@@ -10,6 +10,7 @@ Telnyx signs no upgrade; the gateway authenticates it with a per-integration ing
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import _common as c
@@ -46,3 +47,8 @@ class TelnyxMediaParser(JsonStreamParser):
             raise policy("unsupported", "media_format.channels: only mono tracks")
         return StreamStart(NAME, stream_id, call_id, encoding, rate, channels,
                            read_tracks(start.get("tracks")))
+
+
+def parser_for(credentials: Mapping[str, Any], query: Mapping[str, str]) -> TelnyxMediaParser:
+    """The parser for one connection (Telnyx frames name their own call)."""
+    return TelnyxMediaParser()

@@ -10,6 +10,7 @@ the wss:// URL with no parameters); the account in `start` must be the integrati
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from . import _common as c
@@ -48,3 +49,8 @@ class TwilioMediaParser(JsonStreamParser):
         channels = c.positive_int(fmt, "channels", 1, 1)
         return StreamStart(NAME, stream_id, call_id, encoding, rate, channels,
                            read_tracks(start.get("tracks")) or ("inbound",))
+
+
+def parser_for(credentials: Mapping[str, Any], query: Mapping[str, str]) -> TwilioMediaParser:
+    """The parser for one connection: `start.accountSid` must be the integration's."""
+    return TwilioMediaParser(credentials.get("account_sid"))

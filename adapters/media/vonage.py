@@ -13,6 +13,7 @@ when Vonage closes the socket: there is no stop frame.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from . import _common as c
@@ -69,3 +70,10 @@ class VonageMediaParser:
         if call_id is None:
             raise policy("no_call_id", "uuid: the NCCO must pass the call uuid")
         return StreamStart(NAME, call_id, call_id, L16LE, int(match.group(1)), 1, ("inbound",))
+
+
+def parser_for(credentials: Mapping[str, Any], query: Mapping[str, str]) -> VonageMediaParser:
+    """The parser for one connection: the upgrade URL's `uuid` query parameter, if it is an
+    identifier, names the call when the first frame does not."""
+    hint = query.get("uuid")
+    return VonageMediaParser(hint if isinstance(hint, str) and c.is_ident(hint) else None)

@@ -21,11 +21,12 @@ import logging
 import re
 from typing import Any
 
+import adapters
 import keys
 from gateway.core.clock import parse_iso
 from gateway.errors import not_found
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
-from gateway.store.sqlite import Database
+from gateway.store import Database
 from gateway.tenants.keyring import KeyRing
 from gateway.transparency.entries import find_phone_like
 
@@ -98,20 +99,9 @@ def project(value: Any, schema: Any) -> Any:
 
 
 # -- the allow-list -------------------------------------------------------------------------
-# Event diagnostics the adapters produce (adapters/*: DIAGNOSTIC_* constants): codes only.
-QUALITY = {name: NUM for name in ("jitter_max_variance", "jitter_packet_count", "mos",
-                                  "packet_count", "skip_packet_count")}
-EVENT_DIAGNOSTICS = {
-    # Twilio
-    "ErrorCode": TOKEN, "CallbackSource": TOKEN, "SipResponseCode": TOKEN,
-    # Telnyx
-    "hangup_cause": TOKEN, "hangup_source": TOKEN, "sip_hangup_cause": TOKEN,
-    "call_quality_stats": {"inbound": QUALITY, "outbound": QUALITY},
-    # Vonage
-    "disconnected_by": TOKEN, "detail": TOKEN,
-    # WhatsApp
-    "error_codes": [TOKEN],
-}
+# Event diagnostics the adapters produce: each platform descriptor's `diagnostic_fields`
+# (adapters/<platform>.py), codes and numbers only; its kinds "token"/"number" are TOKEN/NUM.
+EVENT_DIAGNOSTICS: dict[str, Any] = dict(adapters.EVENT_DIAGNOSTIC_FIELDS)
 # Recording technical stats: scalars about the audio and its transport, never a series.
 RECORDING_STATS = {name: NUM for name in (
     "sample_rate", "channels", "bits_per_sample", "duration_ms", "duration_seconds", "bytes",
@@ -139,7 +129,8 @@ VIEW: dict[str, Any] = {
                     "updated_at": TIME}],
     "recordings": [{"id": ID, "state": TOKEN, "source": TOKEN, "created_at": TIME,
                     "updated_at": TIME, "key_version": INT, "stats": RECORDING_STATS}],
-    "retention": RETENTION,
+    # One entry per swept data class (gateway/lifecycle/call_state.py).
+    "retention": [RETENTION],
     "grant": {"id": ID, "level": TOKEN, "expires_at": TIME, "single_use": BOOL},
 }
 
@@ -257,9 +248,10 @@ class DiagnosticsService:
             return []
         return list(await fetch.jobs_for_call(call_id))
 
-    async def _retention(self, tenant_id: str, call_id: str) -> dict[str, Any] | None:
-        """The retention feature's view of the call, if it publishes one as
-        `features["retention"].call_retention_state(tenant_id, call_id) -> dict | None`."""
+    async def _retention(self, tenant_id: str, call_id: str) -> list[dict[str, Any]] | None:
+        """The call's retention state per data class, from the lifecycle area's service
+        (`features["retention"]`, gateway/lifecycle/retention.py, started with the app):
+        `call_retention_state(tenant_id, call_id) -> [per class] | None`."""
         retention = self.features.get("retention")
         getter = getattr(retention, "call_retention_state", None)
         if getter is None:

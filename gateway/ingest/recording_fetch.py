@@ -1,23 +1,17 @@
-"""RecordingFetchJob: download a recording a platform announced, straight into the
+"""RecordingFetchService: download a recording a platform announced, straight into the
 encrypted blob store.
 
 When a delivery announcing a recording is durable, a job row is written (unless the
 integration's `store_audio` is off). The announcement is handed over again when the
 platform redelivers it, and the insert is idempotent, so a crash between the two commits
-loses nothing. A worker task claims due jobs with a lease, asks the platform's adapter how
-to fetch (URL and auth headers from the tenant's credentials), checks every hop against
-the operator's allow-list, and streams the body into a RecordingWriter: ciphertext only,
-never a plaintext temp file.
+loses nothing. A worker (one `PeriodicJob`) claims due jobs with a lease, asks the
+platform's adapter how to fetch (URL and auth headers from the tenant's credentials),
+checks every hop against the operator's allow-list, and streams the body into a
+RecordingWriter: ciphertext only, never a plaintext temp file.
 
-Transport rules, all enforced here whatever the adapter said:
-- https only, with certificate verification (the system trust store unless a context is
-  injected); no `user:pass@` in any URL;
-- every host, the first and each redirect target, must be on `[recording_fetch]
-  allowed_hosts` for the integration's platform; a refused host is never contacted (the
-  check runs before any DNS lookup);
-- credentials go to the origin the adapter issued them for and nowhere else: on any change
-  of scheme, host or port they are dropped, and never restored;
-- names must resolve to public addresses unless `allow_private_addresses` is set.
+Rooms: `settings` (the [recording_fetch] section and the per-platform default hosts, read
+from the adapters registry), `fetch_policy` (transport rules, host and address checks,
+outcome codes), `fetch_jobs` (the job table), this module (the worker and the area hooks).
 
 Outcomes: 5xx, 404, 408, 429, timeouts and connection errors are retried with exponential
 backoff and full jitter; after `max_attempts` (or at once on 401/403, a refused host, a
@@ -30,214 +24,56 @@ clean shutdown hands its running jobs back at once.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import json
 import logging
 import random
 import re
-import socket
 import ssl
 import uuid
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import aiohttp
-from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.abc import AbstractResolver
 from prometheus_client import Counter, Gauge
 
 import adapters
 from adapters.events import RecordingAvailable
 from gateway.calls.recordings import RecordingService
-from gateway.config import ConfigError, register_section
-from gateway.core.clock import Clock, isoformat
-from gateway.core.jobs import cancel_and_wait, start_for_app_lifetime
+from gateway.core.clock import Clock
+from gateway.core.jobs import PeriodicJob, start_for_app_lifetime
 from gateway.errors import DomainError
+from gateway.ingest.fetch_jobs import FetchJobQueue
+from gateway.ingest.fetch_policy import (
+    REDIRECTS,
+    AddressRefused,
+    FetchFailed,
+    FetchRefused,
+    backoff_delay,
+    check_hop,
+    open_session,
+    origin,
+    outcome_label,
+    status_code,
+)
 from gateway.ingest.integrations import Integration, IntegrationService
-from gateway.store.sqlite import Database, WriteTx
+from gateway.ingest.settings import SECTION, RecordingFetchConfig, validate
+from gateway.store import Database
+from gateway.store.sealed import SealedColumn
+from gateway.store.sealed import register as register_sealed
 from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.recording_fetch")
 REQUEST_RECORD = "recording-fetch-request"
-
-# Hosts recordings may be fetched from, per platform, when the config names none. They
-# match the adapters' own credential fences (adapters/README.md) plus the CDN hosts the
-# platforms redirect media downloads to (credentials are never forwarded there).
-DEFAULT_ALLOWED_HOSTS: dict[str, list[str]] = {
-    "twilio": [".twilio.com", ".twiliocdn.com"],
-    "telnyx": [".telnyx.com", ".amazonaws.com"],
-    "vonage": [".nexmo.com", ".vonage.com"],
-    "whatsapp": [],
-    # A generic sender hosts its own media: the operator must list its hosts.
-    "standard": [],
-}
-_HOST_ENTRY_RE = re.compile(r"\.?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z")
-_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# Key rotation reseals this column (gateway/store/sealed.py).
+register_sealed(SealedColumn("recording_fetch_jobs", "request", REQUEST_RECORD))
+FEATURE = "recording_fetch"
 _CONTENT_TYPE_RE = re.compile(r"[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]{0,200})?\Z")
 _CHUNK_BYTES = 64 * 1024
-
-
-@dataclass
-class RecordingFetchConfig:
-    # Attempts before a job is marked failed (8 attempts with these delays span ~10 min).
-    max_attempts: int = 8
-    # Backoff: delay before attempt n+1 is uniform in [0, min(max, base * 2**n)] ("full
-    # jitter"), so many failed jobs do not retry in lockstep against a struggling platform.
-    base_delay_seconds: float = 2.0
-    max_delay_seconds: float = 300.0
-    # Whole-download timeout, connect timeout, and longest silence between two reads.
-    timeout_seconds: float = 600.0
-    connect_timeout_seconds: float = 10.0
-    read_timeout_seconds: float = 60.0
-    # How often the worker looks for due jobs when nothing woke it.
-    poll_interval_seconds: float = 1.0
-    # How long a claimed job stays claimed before another worker may take it over. Must
-    # exceed timeout_seconds, so a live download is never taken over.
-    lease_seconds: float = 900.0
-    # Jobs one process downloads at once.
-    concurrency: int = 4
-    # Redirect hops followed (each hop's host must be allowed too).
-    max_redirects: int = 3
-    # Allow allowed hosts to resolve to private, loopback or link-local addresses (e.g. an
-    # on-premises PBX listed for `standard`). Off: such answers are refused, so a name on
-    # the allow-list cannot be pointed at the gateway's own network.
-    allow_private_addresses: bool = False
-    # Hosts recordings may be fetched from, per platform. An entry starting with "." allows
-    # the name itself and any subdomain. Platforms not named keep DEFAULT_ALLOWED_HOSTS.
-    allowed_hosts: dict = field(default_factory=dict)
-
-
-register_section("recording_fetch", RecordingFetchConfig)
-
-
-def validate(cfg: RecordingFetchConfig) -> dict[str, list[str]]:
-    """Check the section; returns the effective allow-list (defaults merged)."""
-    for name in ("base_delay_seconds", "max_delay_seconds", "timeout_seconds",
-                 "connect_timeout_seconds", "read_timeout_seconds", "poll_interval_seconds",
-                 "lease_seconds"):
-        if not getattr(cfg, name) > 0:
-            raise ConfigError(f"recording_fetch.{name} must be > 0")
-    if cfg.max_attempts < 1 or cfg.concurrency < 1 or cfg.max_redirects < 0:
-        raise ConfigError("recording_fetch.max_attempts and concurrency must be >= 1,"
-                          " max_redirects >= 0")
-    if cfg.lease_seconds <= cfg.timeout_seconds:
-        raise ConfigError("recording_fetch.lease_seconds must exceed timeout_seconds")
-    if not isinstance(cfg.allowed_hosts, dict):
-        raise ConfigError("recording_fetch.allowed_hosts must be a table of lists")
-    allowed = {k: list(v) for k, v in DEFAULT_ALLOWED_HOSTS.items()}
-    for platform, hosts in cfg.allowed_hosts.items():
-        if platform not in adapters.PLATFORMS:
-            raise ConfigError(f"recording_fetch.allowed_hosts.{platform}: unknown platform")
-        if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-            raise ConfigError(f"recording_fetch.allowed_hosts.{platform} must be a list of"
-                              " host names")
-        for host in hosts:
-            host = host.lower()
-            if not _HOST_ENTRY_RE.match(host) or "." not in host.strip("."):
-                raise ConfigError(f"recording_fetch.allowed_hosts.{platform}: {host!r} is not"
-                                  " a host name or .domain suffix")
-        allowed[platform] = [h.lower() for h in hosts]
-    return allowed
-
-
-class FetchRefused(Exception):
-    """A permanent failure: retrying cannot help."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class FetchFailed(Exception):
-    """A transient failure: retry later."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class AddressRefused(OSError):
-    """A name resolved only to addresses the fetcher may not contact."""
-
-
-def host_allowed(host: str, allowed: list[str]) -> bool:
-    host = host.lower().rstrip(".")
-    for entry in allowed:
-        entry = entry.lower()
-        if entry.startswith(".") and (host.endswith(entry) or host == entry[1:]):
-            return True
-        if host == entry:
-            return True
-    return False
-
-
-def backoff_delay(attempts: int, cfg: RecordingFetchConfig, rng: random.Random) -> float:
-    return rng.uniform(0, min(cfg.max_delay_seconds, cfg.base_delay_seconds * 2 ** attempts))
-
-
-class PublicAddressResolver(AbstractResolver):
-    """Wraps a resolver and keeps only globally routable addresses; if none is left the
-    lookup fails with AddressRefused. IP literals never reach a resolver, but they cannot
-    pass the host allow-list either unless the operator lists them."""
-
-    def __init__(self, inner: AbstractResolver) -> None:
-        self.inner = inner
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
-        public = [r for r in results if _is_global(r["host"])]
-        if not public:
-            raise AddressRefused("no public address")
-        return public
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower().rstrip("."), parts.port or 443
-
-
-def _is_global(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_global
-    except ValueError:
-        return False
-
-
-def _private_literal(host: str) -> bool:
-    """True for an IP literal that is not globally routable (literals skip the resolver)."""
-    try:
-        return not ipaddress.ip_address(host.strip("[]")).is_global
-    except ValueError:
-        return False
-
-
-def _status_code(status: int) -> str:
-    """The job's last_error for an HTTP status (exact, bounded to 3 digits)."""
-    return f"http_{status}" if 100 <= status <= 999 else "http_other"
-
-
-# Metric label for an outcome: codes from a fixed set; HTTP statuses bucketed so a hostile
-# server cannot mint label values.
-_FIXED_OUTCOMES = frozenset({
-    "stored", "timeout", "network_error", "host_not_allowed", "address_not_allowed",
-    "scheme_not_allowed", "url_refused", "bad_redirect", "too_many_redirects", "too_large",
-    "integration_gone", "call_gone", "call_restricted", "store_audio_off", "abandoned",
-    "internal", "tls_error", "http_401", "http_403", "http_404", "http_408", "http_429",
-})
-
-
-def outcome_label(code: str) -> str:
-    if code in _FIXED_OUTCOMES:
-        return code
-    if code.startswith("http_5"):
-        return "http_5xx"
-    return "http_other"
+# The announcement fields sealed into a job's request (RecordingAvailable's own fields).
+_REQUEST_FIELDS = ("platform", "dedupe_key", "platform_call_id", "platform_recording_id",
+                   "url", "content_type", "duration_seconds", "channels")
 
 
 class RecordingFetchService:
@@ -254,13 +90,16 @@ class RecordingFetchService:
         self.cfg = cfg
         self.allowed_hosts = validate(cfg)
         self.max_bytes = max_bytes
+        self.jobs = FetchJobQueue(db, clock)
         # Transport: None means the system's (trust store, DNS). Tests inject a context
         # trusting their own CA and a resolver pointing platform names at a local server.
         self.ssl_context = ssl_context
         self.resolver = resolver
         self.rng = random.Random()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        # A full batch means there may be more due right away: the next round runs at once.
+        self.worker = PeriodicJob("recording-fetch-worker", self._worker_round,
+                                  cfg.poll_interval_seconds, run_at_start=True,
+                                  on_stop=self._after_stop)
         self._session: aiohttp.ClientSession | None = None
         self._rounds = 0
         self._idle = asyncio.Event()
@@ -292,89 +131,45 @@ class RecordingFetchService:
             return None
         ring = await self.keyring.for_tenant(integration.tenant_id)
         job_id = str(uuid.uuid4())
-        sealed = ring.seal_record(REQUEST_RECORD, job_id, json.dumps({
-            "platform": recording.platform, "dedupe_key": recording.dedupe_key,
-            "platform_call_id": recording.platform_call_id,
-            "platform_recording_id": recording.platform_recording_id, "url": recording.url,
-            "content_type": recording.content_type,
-            "duration_seconds": recording.duration_seconds, "channels": recording.channels,
-        }).encode())
-        ref = hashlib.sha256(recording.platform_recording_id.encode()).hexdigest()
-        now = isoformat(self.clock.now())
-
-        def unit(tx: WriteTx) -> bool:
-            return tx.execute(
-                "INSERT INTO recording_fetch_jobs (id, tenant_id, integration_id, call_id,"
-                " recording_ref, request, state, next_attempt_at, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)"
-                " ON CONFLICT (integration_id, recording_ref) DO NOTHING",
-                (job_id, integration.tenant_id, integration.id, call_id, ref, sealed, now, now,
-                 now)) > 0
-
-        created = await self.db.write(unit)
+        sealed = ring.seal_record(REQUEST_RECORD, job_id, json.dumps(
+            {name: getattr(recording, name) for name in _REQUEST_FIELDS}).encode())
+        created = await self.jobs.insert(job_id, integration.tenant_id, integration.id,
+                                         call_id, recording.platform_recording_id, sealed)
         if created:
             self.queue_depth.inc()
-        self._wake.set()
+        self.worker.wake()
         return job_id if created else None
+
+    async def jobs_for_call(self, call_id: str) -> list[dict[str, Any]]:
+        return await self.jobs.for_call(call_id)
 
     # -- worker ---------------------------------------------------------------------------
     async def start(self) -> None:
-        cfg = self.cfg
-        timeout = aiohttp.ClientTimeout(total=cfg.timeout_seconds,
-                                        connect=cfg.connect_timeout_seconds,
-                                        sock_read=cfg.read_timeout_seconds)
-        resolver = self.resolver or aiohttp.DefaultResolver()
-        if not cfg.allow_private_addresses:
-            resolver = PublicAddressResolver(resolver)
-        connector = aiohttp.TCPConnector(
-            ssl=self.ssl_context if self.ssl_context is not None else True,
-            resolver=resolver, limit=cfg.concurrency)
-        # No cookies (a platform must not be able to plant state), no proxy from the
-        # environment, no transparent decompression (the bytes stored are the bytes served).
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(), headers={"User-Agent": "vgw-recording-fetch"})
+        self._session = open_session(self.cfg, self.ssl_context, self.resolver)
         await self._update_depth()
-        self._task = asyncio.create_task(self._run(), name="recording-fetch-worker")
+        await self.worker.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self.worker.stop()
+
+    async def _after_stop(self) -> None:
         # Jobs cut off by the shutdown go back to the queue at once, without counting the
         # attempt (a crash instead leaves them to their lease).
         interrupted, self._interrupted = self._interrupted, set()
-        if interrupted:
-            now = isoformat(self.clock.now())
-            marks = ",".join("?" * len(interrupted))
-            try:
-                await self.db.write(lambda tx: tx.execute(
-                    "UPDATE recording_fetch_jobs SET state = 'pending', lease_until = NULL,"
-                    f" next_attempt_at = ?, updated_at = ? WHERE state = 'running' AND id IN"
-                    f" ({marks})", (now, now, *interrupted)))
-            except Exception:
-                log.warning("could not hand back interrupted recording fetch jobs")
+        try:
+            await self.jobs.hand_back(interrupted)
+        except Exception:
+            log.warning("could not hand back interrupted recording fetch jobs")
         if self._session is not None:
             await self._session.close()
             self._session = None
 
-    async def _run(self) -> None:
-        while True:
-            ran = 0
-            try:
-                ran = await self.run_due()
-            except Exception:
-                log.exception("recording fetch round failed")
-            if ran >= self.cfg.concurrency:
-                continue        # a full batch: there may be more due right away
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.cfg.poll_interval_seconds)
-            except TimeoutError:
-                pass
-            self._wake.clear()
+    async def _worker_round(self) -> bool:
+        return await self.run_due() >= self.cfg.concurrency
 
     def wake(self) -> None:
         """Ask the worker to look for due jobs now (e.g. after the clock moved)."""
-        self._wake.set()
+        self.worker.wake()
 
     async def idle(self) -> None:
         """Wait until no round of attempts is running (tests, orderly shutdown)."""
@@ -385,7 +180,8 @@ class RecordingFetchService:
         self._rounds += 1
         self._idle.clear()
         try:
-            jobs = await self._claim(self.cfg.concurrency)
+            jobs = await self.jobs.claim(self.cfg.concurrency, self.cfg.lease_seconds,
+                                         self.cfg.max_attempts)
             if jobs:
                 await asyncio.gather(*(self._attempt(job) for job in jobs))
             await self._update_depth()
@@ -396,42 +192,7 @@ class RecordingFetchService:
                 self._idle.set()
 
     async def _update_depth(self) -> None:
-        depth = await self.db.fetchone(
-            "SELECT COUNT(*) AS n FROM recording_fetch_jobs WHERE state IN ('pending','running')")
-        self.queue_depth.set(depth["n"] if depth else 0)
-
-    async def _claim(self, limit: int) -> list[dict[str, Any]]:
-        now = self.clock.now()
-        now_text = isoformat(now)
-        lease = isoformat(now + timedelta(seconds=self.cfg.lease_seconds))
-        max_attempts = self.cfg.max_attempts
-
-        def unit(tx: WriteTx) -> list[dict[str, Any]]:
-            rows = tx.fetchall(
-                "SELECT id, tenant_id, integration_id, call_id, request, attempts, state"
-                " FROM recording_fetch_jobs WHERE (state = 'pending' AND next_attempt_at <= ?)"
-                " OR (state = 'running' AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
-                (now_text, now_text, limit))
-            claimed = []
-            for row in rows:
-                job = dict(row)
-                if job["state"] == "running":
-                    # Its worker died mid-attempt: that attempt counts, so a recording that
-                    # crashes the process cannot be retried forever.
-                    job["attempts"] += 1
-                    if job["attempts"] >= max_attempts:
-                        tx.execute("UPDATE recording_fetch_jobs SET state = 'failed',"
-                                   " attempts = ?, lease_until = NULL, last_error = 'abandoned',"
-                                   " updated_at = ? WHERE id = ?",
-                                   (job["attempts"], now_text, job["id"]))
-                        continue
-                tx.execute("UPDATE recording_fetch_jobs SET state = 'running', attempts = ?,"
-                           " lease_until = ?, updated_at = ? WHERE id = ?",
-                           (job["attempts"], lease, now_text, job["id"]))
-                claimed.append(job)
-            return claimed
-
-        return await self.db.write(unit)
+        self.queue_depth.set(await self.jobs.depth())
 
     async def _attempt(self, job: dict[str, Any]) -> None:
         platform = "unknown"
@@ -454,9 +215,7 @@ class RecordingFetchService:
             if call["restricted_at"] is not None:
                 # A data subject restricted processing of this call: no new content.
                 raise FetchRefused("call_restricted")
-            recording = RecordingAvailable(**{k: request[k] for k in (
-                "platform", "dedupe_key", "platform_call_id", "platform_recording_id", "url",
-                "content_type", "duration_seconds", "channels")})
+            recording = RecordingAvailable(**{k: request[k] for k in _REQUEST_FIELDS})
             recording_id = await self._download(integration, job, recording)
         except asyncio.CancelledError:
             self._interrupted.add(job["id"])
@@ -484,30 +243,18 @@ class RecordingFetchService:
         except adapters.AdapterError:
             raise FetchRefused("url_refused") from None
         allowed = self.allowed_hosts.get(integration.platform, [])
-        origin = _origin(url)
+        first_origin = origin(url)
         assert self._session is not None, "start() the service first"
         for _hop in range(self.cfg.max_redirects + 1):
-            parts = urlsplit(url)
-            if parts.scheme != "https":
-                raise FetchRefused("scheme_not_allowed")
-            try:
-                parts.port  # noqa: B018 - raises ValueError for a malformed port
-            except ValueError:
-                raise FetchRefused("bad_redirect") from None
-            if parts.username is not None or parts.password is not None:
-                raise FetchRefused("url_refused")
-            if not parts.hostname or not host_allowed(parts.hostname, allowed):
-                raise FetchRefused("host_not_allowed")
-            if not self.cfg.allow_private_addresses and _private_literal(parts.hostname):
-                raise FetchRefused("address_not_allowed")
-            if headers and _origin(url) != origin:
+            check_hop(url, allowed, allow_private=self.cfg.allow_private_addresses)
+            if headers and origin(url) != first_origin:
                 # Credentials go only to the origin they were issued for; once dropped
                 # they stay dropped.
                 headers = {}
             try:
                 async with self._session.get(url, headers=headers,
                                              allow_redirects=False) as response:
-                    if response.status in _REDIRECTS:
+                    if response.status in REDIRECTS:
                         location = response.headers.get("Location")
                         if not location:
                             raise FetchRefused("bad_redirect")
@@ -531,12 +278,12 @@ class RecordingFetchService:
                      recording: RecordingAvailable, response: aiohttp.ClientResponse) -> str:
         status = response.status
         if status in (401, 403):
-            raise FetchRefused(_status_code(status))
+            raise FetchRefused(status_code(status))
         if status in (404, 408, 429) or status >= 500:
             # 404: platforms announce some recordings a moment before they can be served.
-            raise FetchFailed(_status_code(status))
+            raise FetchFailed(status_code(status))
         if status != 200:
-            raise FetchRefused(_status_code(status))
+            raise FetchRefused(status_code(status))
         limit = self.max_bytes
         if limit is not None and response.content_length is not None \
                 and response.content_length > limit:
@@ -559,31 +306,15 @@ class RecordingFetchService:
         if attempts >= self.cfg.max_attempts:
             await self._finish(job, platform, "failed", code)
             return
-        now = self.clock.now()
-        due = isoformat(now + timedelta(seconds=backoff_delay(attempts, self.cfg, self.rng)))
-        # Shielded: a shutdown arriving now must not lose the outcome of this attempt.
-        await asyncio.shield(self.db.write(lambda tx: tx.execute(
-            "UPDATE recording_fetch_jobs SET state = 'pending', attempts = ?,"
-            " next_attempt_at = ?, lease_until = NULL, last_error = ?, updated_at = ?"
-            " WHERE id = ?", (attempts, due, code, isoformat(now), job["id"]))))
+        due = self.clock.now() + timedelta(seconds=backoff_delay(attempts, self.cfg, self.rng))
+        await self.jobs.reschedule(job["id"], attempts, due, code)
 
     async def _finish(self, job: dict[str, Any], platform: str, state: str,
                       code: str | None, recording_id: str | None = None) -> None:
         if state == "failed":
             self.failures.labels(platform, outcome_label(code or "internal")).inc()
             log.info("recording fetch gave up", extra={"outcome": code})
-        attempts = job["attempts"] + 1
-        await asyncio.shield(self.db.write(lambda tx: tx.execute(
-            "UPDATE recording_fetch_jobs SET state = ?, attempts = ?, lease_until = NULL,"
-            " last_error = ?, recording_id = ?, updated_at = ? WHERE id = ?",
-            (state, attempts, code, recording_id, isoformat(self.clock.now()), job["id"]))))
-
-    async def jobs_for_call(self, call_id: str) -> list[dict[str, Any]]:
-        rows = await self.db.fetchall(
-            "SELECT id, state, attempts, last_error, recording_id, next_attempt_at,"
-            " created_at, updated_at FROM recording_fetch_jobs WHERE call_id = ?"
-            " ORDER BY created_at, id", (call_id,))
-        return [dict(r) for r in rows]
+        await self.jobs.finish(job["id"], job["attempts"] + 1, state, code, recording_id)
 
 
 def register(services: Any) -> None:
@@ -591,13 +322,13 @@ def register(services: Any) -> None:
     alike, subscribed to ingest; its worker starts with the server (`startup`)."""
     service = RecordingFetchService(
         services.db, services.keyring, services.integrations, services.recordings,
-        services.clock, services.config.section("recording_fetch"), services.metrics.registry,
+        services.clock, services.config.section(SECTION), services.metrics.registry,
         max_bytes=services.config.limits.max_recording_bytes)
-    services.features["recording_fetch"] = service
+    services.features[FEATURE] = service
     services.ingest.on_recording_available.append(service.enqueue)
 
 
 async def startup(app: Any, services: Any) -> None:
     """Feature hook: start the worker; stop it (handing back running jobs) at cleanup."""
-    service: RecordingFetchService = services.features["recording_fetch"]
+    service: RecordingFetchService = services.features[FEATURE]
     await start_for_app_lifetime(app, service)

@@ -11,7 +11,9 @@ import re
 
 from aiohttp import web
 
+import adapters
 from gateway.errors import not_found
+from gateway.media.websocket import public_ws_base
 from gateway.web.common import json_response, require_tenant, services
 from gateway.web.tenant_api import path_id
 
@@ -21,10 +23,9 @@ _TOKEN_ID_RE = re.compile(r"^[0-9a-f]{16}$")
 
 def media_urls(request: web.Request, integration) -> dict[str, str]:
     base = services(request).config.server.public_base_url.rstrip("/")
-    ws_base = "wss://" + base[8:] if base.startswith("https://") else (
-        "ws://" + base[7:] if base.startswith("http://") else base)
+    ws_base = public_ws_base(base)
     urls = {"whip_url": f"{base}/v1/whip/{integration.id}"}
-    if integration.platform in ("twilio", "telnyx", "vonage"):
+    if integration.platform in adapters.MEDIA_STREAM_PLATFORMS:
         urls["media_url"] = f"{ws_base}/v1/media/{integration.platform}/{integration.id}"
     return urls
 

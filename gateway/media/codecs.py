@@ -10,8 +10,18 @@ sample looks like.
 
 from __future__ import annotations
 
-from adapters.media import AMR_WB, G722, L16BE, L16LE, OPUS, PCMA, PCMU, MediaProtocolError
-from adapters.media._events import invalid, policy
+from adapters.media import (
+    AMR_WB,
+    G722,
+    L16BE,
+    L16LE,
+    OPUS,
+    PCMA,
+    PCMU,
+    MediaProtocolError,
+    invalid_data,
+    policy_violation,
+)
 from gateway.media._audioop import audioop
 from gateway.media.wav import WAVE_FORMAT_ALAW, WAVE_FORMAT_MULAW, WAVE_FORMAT_PCM
 
@@ -37,7 +47,7 @@ class Decoder:
 
     def decode(self, payload: bytes) -> bytes:
         if len(payload) & 1:
-            raise invalid("bad_audio", "odd number of bytes for 16-bit audio")
+            raise invalid_data("bad_audio", "odd number of bytes for 16-bit audio")
         return payload
 
 
@@ -46,7 +56,7 @@ class L16BigEndian(Decoder):
 
     def decode(self, payload: bytes) -> bytes:
         if len(payload) & 1:
-            raise invalid("bad_audio", "odd number of bytes for 16-bit audio")
+            raise invalid_data("bad_audio", "odd number of bytes for 16-bit audio")
         return audioop.byteswap(payload, 2)
 
 
@@ -91,14 +101,14 @@ class AvDecoder(Decoder):
                 for resampled in self._resampler.resample(frame):
                     out.append(bytes(resampled.planes[0])[: resampled.samples * 2])
         except self._av.FFmpegError:
-            raise invalid("bad_audio", "payload does not decode") from None
+            raise invalid_data("bad_audio", "payload does not decode") from None
         return b"".join(out)
 
 
 def decoder_for(encoding: str, sample_rate: int, *, g711_as_received: bool) -> Decoder:
     if encoding == PCMU or encoding == PCMA:
         if sample_rate != 8000:
-            raise policy("unsupported", "G.711 is 8 kHz")
+            raise policy_violation("unsupported", "G.711 is 8 kHz")
         return G711(8000, encoding == PCMA, g711_as_received)
     if encoding == L16LE:
         return Decoder(sample_rate)

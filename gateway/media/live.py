@@ -28,15 +28,15 @@ from typing import Any
 
 import keys
 from adapters.events import CallEvent
-from adapters.media import MediaProtocolError
-from adapters.media._events import policy
+from adapters.media import MediaProtocolError, policy_violation
 from gateway.calls.recordings import META_RECORD, RecordingWriter
 from gateway.core.clock import isoformat
+from gateway.core.jobs import PeriodicJob
 from gateway.ingest.integrations import Integration
 from gateway.media import wav
-from gateway.media.config import MediaConfig
 from gateway.media.metrics import MediaMetrics
 from gateway.media.pipeline import AudioPipeline
+from gateway.media.settings import MediaConfig
 from gateway.media.tokens import IngestTokens
 
 log = logging.getLogger("gateway.media")
@@ -90,7 +90,7 @@ class LiveRecording:
         """Add one chunk (synchronous: 50 calls a second per stream). True when output or a
         checkpoint is due: the caller then awaits `service()`."""
         if self.closed:
-            raise policy("closed", "the recording has ended")
+            raise policy_violation("closed", "the recording has ended")
         now = self._loop.time()
         last = self._last_arrival
         if last is not None and now - last > self.longest_gap:
@@ -122,7 +122,7 @@ class LiveRecording:
         if len(data) > room:
             data = data[:room - room % (self.pipeline.width * self.pipeline.channels)]
             await self.writer.write(data)
-            raise policy("size_limit", "recording reached its size limit")
+            raise policy_violation("size_limit", "recording reached its size limit")
         await self.writer.write(data)
 
     # -- durability -----------------------------------------------------------------------
@@ -222,7 +222,11 @@ class MediaService:
         self.stopping = False
         self.webrtc: Any = None        # webrtc.WebRtcService, created at startup
         self.whatsapp: Any = None      # whatsapp.WhatsAppCalls, created on first use
-        self._sweeper: asyncio.Task | None = None
+        # Idle streams are closed within a quarter of the idle timeout (at most 1 s late).
+        self.watchdog = PeriodicJob("media-watchdog", self._watch,
+                                    min(1.0, config.idle_timeout_seconds / 4))
+        self.recovery_sweep = PeriodicJob("media-recovery-sweep", self._sweep_tick,
+                                          SWEEP_SECONDS)
 
     # -- streams --------------------------------------------------------------------------
     def at_capacity(self) -> bool:
@@ -282,8 +286,8 @@ class MediaService:
     async def shutdown(self) -> None:
         """The gateway stops: every live recording ends 'incomplete' with what it has."""
         self.stopping = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await self.watchdog.stop()
+        await self.recovery_sweep.stop()
         if self.whatsapp is not None:
             await self.whatsapp.close()
         if self.webrtc is not None:
@@ -305,19 +309,16 @@ class MediaService:
             await asyncio.gather(*self.finishing, return_exceptions=True)
 
     # -- crash recovery -------------------------------------------------------------------
-    def start_sweeper(self) -> None:
-        async def run() -> None:
-            next_sweep = asyncio.get_running_loop().time() + SWEEP_SECONDS
-            while True:
-                await asyncio.sleep(min(1.0, self.config.idle_timeout_seconds / 4))
-                self.close_idle()
-                if asyncio.get_running_loop().time() >= next_sweep:
-                    next_sweep += SWEEP_SECONDS
-                    try:
-                        await self.sweep()
-                    except Exception:
-                        log.exception("live recording sweep failed")
-        self._sweeper = asyncio.create_task(run(), name="media-watchdog")
+    async def start_jobs(self) -> None:
+        """Start the idle watchdog and the sweep of crashed siblings' live recordings."""
+        await self.watchdog.start()
+        await self.recovery_sweep.start()
+
+    async def _watch(self) -> None:
+        self.close_idle()
+
+    async def _sweep_tick(self) -> None:
+        await self.sweep()
 
     def close_idle(self) -> None:
         """Close watched streams that sent nothing for idle_timeout_seconds; their tasks

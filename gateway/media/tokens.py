@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import not_found
-from gateway.store.sqlite import Database
+from gateway.store import Database
 
 PREFIX = "vgwi"
 _TOKEN_RE = re.compile(r"^vgwi_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")

@@ -1,28 +1,29 @@
-"""GET (WebSocket) /v1/media/{twilio|telnyx|vonage}/{integration_id}.
+"""GET (WebSocket) /v1/media/{platform}/{integration_id}, for every platform whose
+descriptor has a `media_stream` (adapters.MEDIA_STREAM_PLATFORMS: Twilio, Telnyx, Vonage).
 
 Before the upgrade: unknown integration or platform -> 404; not a WebSocket upgrade -> 426.
-The upgrade is then authenticated the platform's way, and a failure closes the socket with
-1008 right after it opens (Twilio documents exactly that; the others see the same):
-- twilio: `X-Twilio-Signature` over the public wss:// URL, no parameters
-  (adapters.twilio.verify with server.public_base_url's http->ws, https->wss);
-- vonage: the `Authorization: Bearer` JWT (adapters.vonage.verify, HS256 with the
-  signature secret), or an ingest token when the integration opted out of signatures;
-- telnyx: an ingest token (`?token=` or `Authorization: Bearer`), since Telnyx signs nothing.
-Then frames go through the platform's sans-I/O parser; a bad frame closes with its 1007/1008
-(and a metric); the recording keeps what arrived before it, marked 'incomplete'.
+The upgrade is then authenticated the way the descriptor's `upgrade_auth` says, and a
+failure closes the socket with 1008 right after it opens (Twilio documents exactly that;
+the others see the same):
+- "signature": `verify_upgrade` over the public URL (server.public_base_url with
+  http -> ws, https -> wss), e.g. Twilio's `X-Twilio-Signature`, no parameters;
+- "signature_or_token": a `?token=` ingest token if present (integrations that opted out
+  of signatures), else the signature (Vonage's `Authorization: Bearer` JWT);
+- "token": an ingest token (`?token=` or `Authorization: Bearer`), for platforms that
+  sign nothing (Telnyx).
+Then frames go through the descriptor's sans-I/O parser; a bad frame closes with its
+1007/1008 (and a metric); the recording keeps what arrived before it, marked 'incomplete'.
+The code names no platform: it reads the descriptor.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 from aiohttp import WSMsgType, web
 
 import adapters
-from adapters import twilio as twilio_adapter
-from adapters import vonage as vonage_adapter
 from adapters.events import WebhookRequest
 from adapters.media import (
     MAX_FRAME_BYTES,
@@ -30,9 +31,6 @@ from adapters.media import (
     MediaProtocolError,
     StreamStart,
     StreamStop,
-    TelnyxMediaParser,
-    TwilioMediaParser,
-    VonageMediaParser,
 )
 from gateway.errors import DomainError, not_found
 from gateway.media.codecs import decoder_for
@@ -40,23 +38,27 @@ from gateway.web.common import services
 
 log = logging.getLogger("gateway.media")
 routes = web.RouteTableDef()
-PLATFORMS = ("twilio", "telnyx", "vonage")
 # RFC 6455 section 7.4.1 / IANA registry: 1000 normal, 1001 going away (idle, shutdown),
 # 1008 policy violation, 1011 unexpected condition, 1013 try again later (at capacity).
 CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_ERROR, CLOSE_TRY_LATER = (
     1000, 1001, 1008, 1011, 1013)
-_QUERY_ID_RE = re.compile(r"[\x21-\x7e]{1,256}\Z")
+
+
+def public_ws_base(public_base_url: str) -> str:
+    """The configured public base URL with http -> ws and https -> wss."""
+    base = public_base_url.rstrip("/")
+    if base.startswith("https://"):
+        return "wss://" + base[len("https://"):]
+    if base.startswith("http://"):
+        return "ws://" + base[len("http://"):]
+    return base
 
 
 def public_ws_url(request: web.Request) -> str:
-    """The URL the platform connected to, as it signed it: the configured public base URL
-    with http -> ws and https -> wss, plus the path (a stream URL carries no query)."""
-    base = services(request).config.server.public_base_url.rstrip("/")
-    if base.startswith("https://"):
-        base = "wss://" + base[len("https://"):]
-    elif base.startswith("http://"):
-        base = "ws://" + base[len("http://"):]
-    return base + request.rel_url.raw_path
+    """The URL the platform connected to, as it signed it: the public ws(s) base plus the
+    path (a stream URL carries no query)."""
+    return public_ws_base(services(request).config.server.public_base_url) + \
+        request.rel_url.raw_path
 
 
 def bearer_or_query_token(request: web.Request) -> str | None:
@@ -67,42 +69,31 @@ def bearer_or_query_token(request: web.Request) -> str | None:
     return request.query.get("token")
 
 
-async def authenticate(request: web.Request, platform: str, integration) -> bool:
+async def authenticate(request: web.Request, stream: adapters.MediaStream,
+                       integration) -> bool:
     svc = services(request)
     media = svc.features["media"]
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    upgrade = WebhookRequest(method="GET", url=public_ws_url(request), headers=headers, body=b"")
-    if platform == "telnyx":
+    if stream.upgrade_auth == adapters.UPGRADE_TOKEN:
         return await media.tokens.check(integration.id, bearer_or_query_token(request))
-    if platform == "vonage":
+    if stream.upgrade_auth == adapters.UPGRADE_SIGNATURE_OR_TOKEN:
         token = request.query.get("token")
         if token is not None:
             return await media.tokens.check(integration.id, token)
-        try:
-            vonage_adapter.verify(upgrade, integration.credentials, svc.clock.now())
-        except adapters.AdapterError:
-            return False
-        return True
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    upgrade = WebhookRequest(method="GET", url=public_ws_url(request), headers=headers, body=b"")
     try:
-        twilio_adapter.verify(upgrade, integration.credentials)
+        stream.verify_upgrade(upgrade, integration.credentials, svc.clock.now())
     except adapters.AdapterError:
         return False
     return True
 
 
-def make_parser(request: web.Request, platform: str, integration):
-    if platform == "twilio":
-        return TwilioMediaParser(integration.credentials.get("account_sid"))
-    if platform == "telnyx":
-        return TelnyxMediaParser()
-    hint = request.query.get("uuid")
-    return VonageMediaParser(hint if hint and _QUERY_ID_RE.match(hint) else None)
-
-
 @routes.get("/v1/media/{platform}/{integration_id}")
 async def media_socket(request: web.Request) -> web.StreamResponse:
     platform = request.match_info["platform"]
-    if platform not in PLATFORMS:
+    descriptor = adapters.PLATFORMS.get(platform)
+    stream = descriptor.media_stream if descriptor is not None else None
+    if stream is None:
         raise not_found("platform")
     svc = services(request)
     media = svc.features["media"]
@@ -114,7 +105,7 @@ async def media_socket(request: web.Request) -> web.StreamResponse:
                                autoping=True)
     if not ws.can_prepare(request).ok:
         raise DomainError(426, "upgrade-required", "a WebSocket upgrade is required")
-    authentic = await authenticate(request, platform, integration)
+    authentic = await authenticate(request, stream, integration)
     await ws.prepare(request)
     if not authentic:
         media.metrics.rejected.labels(platform, "unauthenticated").inc()
@@ -124,13 +115,13 @@ async def media_socket(request: web.Request) -> web.StreamResponse:
         media.metrics.rejected.labels(platform, "capacity").inc()
         await ws.close(code=CLOSE_TRY_LATER, message=b"at capacity")
         return ws
-    await run_stream(ws, media, integration, platform, make_parser(request, platform,
-                                                                   integration))
+    parser = stream.new_parser(integration.credentials, request.query)
+    await run_stream(ws, media, integration, platform, stream, parser)
     return ws
 
 
 async def run_stream(ws: web.WebSocketResponse, media, integration, platform: str,
-                     parser) -> None:
+                     stream: adapters.MediaStream, parser) -> None:
     idle = media.config.idle_timeout_seconds
     session = None
     end, complete, close_code = "closed", False, CLOSE_NORMAL
@@ -151,9 +142,9 @@ async def run_stream(ws: web.WebSocketResponse, media, integration, platform: st
                 end, close_code = "protocol_error", CLOSE_POLICY
                 break
             else:
-                # The peer closed. Vonage ends its streams this way; Twilio and Telnyx
-                # send `stop` first, so a bare close means the stream was cut.
-                complete = platform == "vonage" and session is not None and not media.stopping
+                # The peer closed. Some platforms end their streams this way (Vonage);
+                # the others send `stop` first, so a bare close means the stream was cut.
+                complete = stream.ends_by_close and session is not None and not media.stopping
                 if media.stopping:
                     end = "shutdown"
                 elif session is not None and session.idle:
@@ -164,7 +155,7 @@ async def run_stream(ws: web.WebSocketResponse, media, integration, platform: st
                                 event.timestamp_ms):
                     await session.service()
             elif type(event) is StreamStart:
-                session = await start_session(media, integration, platform, event)
+                session = await start_session(media, integration, platform, stream, event)
                 session.closer = ws.close
                 session.watched = True
             elif type(event) is StreamStop:
@@ -190,13 +181,14 @@ async def run_stream(ws: web.WebSocketResponse, media, integration, platform: st
             await ws.close(code=close_code)
 
 
-async def start_session(media, integration, platform: str, start: StreamStart):
+async def start_session(media, integration, platform: str, stream: adapters.MediaStream,
+                        start: StreamStart):
     g711_raw = media.config.g711_storage == "as_received"
 
     def make_decoder():
         return decoder_for(start.encoding, start.sample_rate, g711_as_received=g711_raw)
 
     pipeline = media.pipeline(make_decoder, tracks=start.tracks,
-                              sequenced=platform != "vonage")
+                              sequenced=stream.sequenced)
     call_id = await media.link_call(integration, start.call_id, start.stream_id, platform)
     return await media.start(integration, call_id, platform, pipeline)

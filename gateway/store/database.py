@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from gateway.errors import DomainError
+
 T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
 
@@ -66,3 +68,15 @@ class Database(Protocol):
 
 class IntegrityError(Exception):
     """A constraint (UNIQUE, FOREIGN KEY, CHECK) refused a write, whatever the backend."""
+
+
+class StoreUnavailable(DomainError):
+    """A backing store (database, blob store, key store) cannot be reached or cannot write
+    now. Nothing was half-written; the caller may retry (HTTP: 503 with Retry-After, which
+    platforms honour by redelivering)."""
+
+    def __init__(self, component: str, retry_after: int = 5) -> None:
+        super().__init__(503, "unavailable", "service temporarily unavailable",
+                         f"the {component} is not available; retry later",
+                         component=component)
+        self.hints["retry_after"] = str(retry_after)

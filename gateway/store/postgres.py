@@ -26,9 +26,9 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from gateway.store.database import IntegrityError, Params
+from gateway.store.database import IntegrityError, Params, StoreUnavailable
 from gateway.store.dialect import POSTGRESQL, ddl_to_postgresql, to_postgresql
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
@@ -212,6 +212,15 @@ class PostgresDatabase:
 
     def _commit_batch(self, fns: list[Callable[[PgWriteTx], Any]]
                       ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
+        try:
+            return self._commit_batch_once(fns)
+        except psycopg.OperationalError as exc:
+            # The server is gone or refused the commit: nothing of the batch is durable.
+            # The next batch reconnects (see _ensure_writer).
+            raise StoreUnavailable("database") from exc
+
+    def _commit_batch_once(self, fns: list[Callable[[PgWriteTx], Any]]
+                           ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         started = time.perf_counter()
         conn = self._ensure_writer()
         outcomes: list[tuple[bool, Any]] = []
@@ -266,9 +275,12 @@ class PostgresDatabase:
     async def fetchall(self, sql: str, params: Params = ()) -> list[PgRow]:
         assert self._pool is not None
         started = time.perf_counter()
-        async with self._pool.connection() as conn:
-            cursor = await conn.execute(to_postgresql(sql), params or None)
-            rows = await cursor.fetchall()
+        try:
+            async with self._pool.connection() as conn:
+                cursor = await conn.execute(to_postgresql(sql), params or None)
+                rows = await cursor.fetchall()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable("database") from exc
         if self._observe_latency is not None:
             self._observe_latency("read", time.perf_counter() - started)
         return rows

@@ -8,7 +8,7 @@ import re
 
 from aiohttp import web
 
-from gateway.access.staff_access import get_staff_access
+from gateway.access.service import get_staff_access
 from gateway.errors import not_found
 from gateway.web.common import json_response, query_int, read_json, require_tenant, services
 

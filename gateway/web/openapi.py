@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import adapters
+
 PROBLEM = {"description": "problem details (RFC 9457)",
            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/DomainError"}}}}
 TENANT_AUTH = [{"tenantKey": []}]
@@ -82,8 +84,7 @@ SCHEMAS: dict[str, Any] = {
         "detail": {"type": "string"}, "field": {"type": "string"}}},
     "IntegrationCreate": {"type": "object", "required": ["platform", "credentials"],
                           "properties": {
-                              "platform": {"enum": ["standard", "twilio", "telnyx", "vonage",
-                                                    "whatsapp"]},
+                              "platform": {"enum": list(adapters.PLATFORMS)},
                               "name": {"type": "string", "maxLength": 100},
                               "credentials": {"type": "object"},
                               "options": {"type": "object",
@@ -214,12 +215,14 @@ PATHS.update(_staff_access_paths())
 
 # -- retention, legal holds, data-subject requests, keys (docs/retention-and-dsr.md) --------
 def _retention_paths() -> dict[str, dict[str, Any]]:
-    classes = ["call_metadata", "call_events", "recordings", "diagnostics", "audit"]
+    from gateway.lifecycle.data_classes import DATA_CLASSES  # the one list of classes
+
     SCHEMAS["RetentionPolicy"] = {
         "type": "object", "additionalProperties": False,
         "description": "days per data class; a class left out (or null) uses the operator"
                        " default. Out of the operator's bounds: 422 naming the bound.",
-        "properties": {c: {"type": ["integer", "null"], "minimum": 0} for c in classes}}
+        "properties": {c.name: {"type": ["integer", "null"], "minimum": 0,
+                                "description": c.description} for c in DATA_CLASSES}}
     SCHEMAS["LegalHoldCreate"] = {
         "type": "object", "required": ["scope", "reason"], "additionalProperties": False,
         "properties": {"scope": {"enum": ["tenant", "call", "phone_number"]},
@@ -303,9 +306,10 @@ def _live_audio_paths() -> dict[str, dict[str, Any]]:
     return {
         "/v1/media/{platform}/{integration_id}": {
             "parameters": [p("platform"), p("integration_id")],
-            "get": op("media WebSocket (twilio|telnyx|vonage): upgrade authenticated by the "
-                      "platform's signature (Twilio, Vonage) or an ingest token (Telnyx: "
-                      "?token= or bearer); audio recorded live; bad frames close 1007/1008",
+            "get": op(f"media WebSocket ({'|'.join(adapters.MEDIA_STREAM_PLATFORMS)}): "
+                      "upgrade authenticated by the platform's signature or an ingest token "
+                      "(?token= or bearer), as its descriptor's upgrade_auth says; audio "
+                      "recorded live; bad frames close 1007/1008",
                       auth=None, ok="101", ok_description="switching protocols",
                       errors=("404", "426"), tag="platform")},
         "/v1/whip/{integration_id}": {"parameters": [p("integration_id")], "post": whip_post},
@@ -326,6 +330,38 @@ def _live_audio_paths() -> dict[str, dict[str, Any]]:
 
 
 PATHS.update(_live_audio_paths())
+
+# -- browser console (docs/console.md) ----------------------------------------------------------
+def _console_paths() -> dict[str, dict[str, Any]]:
+    page = {"get": op("console page (HTML, ES modules; strict CSP)", auth=None, errors=(),
+                      content="text/html", tag="console")}
+    session_ops = {}
+    for base, who, field in (("/console/session", "tenant API key", "api_key"),
+                             ("/console/staff/session", "staff token", "token")):
+        session_ops[base] = {
+            "post": op(f"sign in: exchange the {who} for an HttpOnly SameSite=Strict session "
+                       "cookie; the body holds the CSRF token for X-CSRF-Token",
+                       auth=None, ok="201", tag="console", errors=("400", "401", "403", "422"),
+                       body={"type": "object", "required": [field],
+                             "properties": {field: {"type": "string"}}}),
+            "get": op("the current session and its CSRF token (cookie)", auth=None,
+                      errors=("401",), tag="console"),
+            "delete": op("sign out: ends the session server-side (needs X-CSRF-Token)",
+                         auth=None, ok="204", errors=("403",), tag="console")}
+    return {
+        "/console": {"get": op("redirect to /console/", auth=None, ok="308", errors=(),
+                               tag="console")},
+        "/console/": page,
+        "/console/staff/": page,
+        "/console/assets/{path}": {
+            "parameters": [p("path")],
+            "get": op("console static asset (ETag, no-cache)", auth=None, errors=("404",),
+                      tag="console")},
+        **session_ops,
+    }
+
+
+PATHS.update(_console_paths())
 
 def document() -> dict[str, Any]:
     return {

@@ -12,7 +12,8 @@ import re
 from aiohttp import web
 
 from gateway.access.diagnostics import get_diagnostics
-from gateway.access.staff_access import ReadDecision, get_staff_access, refusal_problem
+from gateway.access.gate import ReadDecision, refusal_problem
+from gateway.access.service import get_staff_access
 from gateway.errors import DomainError, invalid, not_found
 from gateway.web.common import json_response, query_int, read_json, require_staff, services
 from gateway.web.tenant_api import stream_recording

@@ -69,3 +69,23 @@ def assert_contained(exc: AdapterError) -> None:
         assert str(exc) == f"{exc.field}: {exc.reason}"
     else:
         assert str(exc) == "signature verification failed"
+
+
+def assert_declared_diagnostics(event) -> None:
+    """Every diagnostic an adapter emits is one its platform descriptor declares, of the
+    declared kind: the staff view's allow-list is built from those declarations, so an
+    undeclared key would silently vanish from it (and an undeclared kind could leak)."""
+    from adapters import get_adapter
+
+    def conforms(value, schema) -> bool:
+        if schema == "token":
+            return isinstance(value, str)
+        if schema == "number":
+            return isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(schema, list):
+            return isinstance(value, list) and all(conforms(v, schema[0]) for v in value)
+        return isinstance(value, dict) and all(
+            key in schema and conforms(v, schema[key]) for key, v in value.items())
+
+    declared = get_adapter(event.platform).diagnostic_fields
+    assert conforms(event.diagnostics, dict(declared)), (event.platform, event.diagnostics)

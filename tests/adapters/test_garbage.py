@@ -31,6 +31,7 @@ from adapters import (
 from .helpers import (
     TELNYX_PUBLIC_KEY_B64,
     assert_contained,
+    assert_declared_diagnostics,
     at,
     request,
     rsa_key_pem,
@@ -104,6 +105,8 @@ def check(call) -> object:
     assert isinstance(result, list | HandshakeReply)
     for event in result if isinstance(result, list) else []:
         assert isinstance(event, CallEvent | RecordingAvailable)
+        if isinstance(event, CallEvent):
+            assert_declared_diagnostics(event)
     return result
 
 

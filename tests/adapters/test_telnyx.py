@@ -18,7 +18,14 @@ from adapters import (
     telnyx,
 )
 
-from .helpers import TELNYX_PUBLIC_KEY_B64, assert_contained, at, request, telnyx_sign
+from .helpers import (
+    TELNYX_PUBLIC_KEY_B64,
+    assert_contained,
+    assert_declared_diagnostics,
+    at,
+    request,
+    telnyx_sign,
+)
 
 TS = 1700000000
 VECTOR_BODY = b'{"data":{"event_type":"call.hangup","id":"0ccc7b54-4df3-4bca-a65a-3da1ecc777f0"}}'
@@ -189,6 +196,7 @@ def test_hangup_with_quality_stats():
         },
     )
     assert "aGF2" not in repr(event)  # client_state dropped
+    assert_declared_diagnostics(event)
 
 
 @pytest.mark.parametrize(("cause", "status"), [

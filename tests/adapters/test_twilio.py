@@ -20,7 +20,7 @@ from adapters import (
     twilio,
 )
 
-from .helpers import assert_contained, request
+from .helpers import assert_contained, assert_declared_diagnostics, request
 
 TOKEN = "12345"
 URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
@@ -281,6 +281,7 @@ def test_diagnostics_are_technical_only():
     assert event.diagnostics == {"ErrorCode": "13224", "SipResponseCode": "404",
                                  "CallbackSource": "call-progress-events"}
     assert "4242" not in repr(event) and "Alice" not in repr(event)
+    assert_declared_diagnostics(event)
 
 
 def test_unknown_status_is_malformed():

@@ -22,7 +22,7 @@ from adapters import (
     vonage,
 )
 
-from .helpers import assert_contained, at, request, rsa_key_pem
+from .helpers import assert_contained, assert_declared_diagnostics, at, request, rsa_key_pem
 
 SECRET = "qwertyuiopasdfghjklzxcvbnm123456"
 VECTOR = ("eyJ0eXAiOiJKV1QiLCJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJPbmxpbmUgSldUIEJ1aWxkZXIiLCJpYXQiOj"
@@ -245,6 +245,7 @@ def test_completed_with_duration_string():
         ended_at=datetime(2023, 10, 18, 13, 12, 2, tzinfo=UTC),
         duration_seconds=42, diagnostics={"disconnected_by": "user"},
     )
+    assert_declared_diagnostics(event)
 
 
 def test_unknown_status_is_malformed():

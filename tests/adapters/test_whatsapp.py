@@ -19,7 +19,7 @@ from adapters import (
     whatsapp,
 )
 
-from .helpers import assert_contained, at, request, whatsapp_sign
+from .helpers import assert_contained, assert_declared_diagnostics, at, request, whatsapp_sign
 
 SECRET = "test_app_secret"
 CREDS = {"app_secret": SECRET, "verify_token": "verify-me-please", "access_token": "EAAG...",
@@ -185,6 +185,7 @@ def test_terminate_error_codes_kept_text_dropped():
             "errors": [{"code": 138006, "title": "Alice did not pick up"}]}
     [event] = deliver(notification(call))
     assert event.diagnostics == {"error_codes": ["138006"]}
+    assert_declared_diagnostics(event)
 
 
 def test_millisecond_times_accepted():

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import Config
-from gateway.media.config import MediaConfig
+from gateway.media.settings import MediaConfig
 from gateway.services import init_storage
 from tests.conftest import make_config
 

@@ -7,7 +7,7 @@ import secrets
 import struct
 import uuid
 
-from gateway.media.config import MediaConfig
+from gateway.media.settings import MediaConfig
 
 from . import _gw
 from .helpers import (

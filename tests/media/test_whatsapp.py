@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.media.config import MediaConfig
+from gateway.media.settings import MediaConfig
 
 from . import _gw
 from .helpers import loopback_peer, read_wav, sine_track

@@ -13,8 +13,8 @@ from aiohttp.test_utils import TestServer
 from gateway.app import build_app
 from gateway.config import Config
 from gateway.core.clock import ManualClock
-from gateway.ingest.recording_fetch import RecordingFetchConfig
-from gateway.media.config import MediaConfig
+from gateway.ingest.settings import RecordingFetchConfig
+from gateway.media.settings import MediaConfig
 from gateway.services import init_storage, open_services
 from tests.conftest import RunningGateway, make_config
 

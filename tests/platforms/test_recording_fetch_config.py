@@ -7,15 +7,13 @@ import socket
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.ingest.recording_fetch import (
-    DEFAULT_ALLOWED_HOSTS,
+from gateway.ingest.fetch_policy import (
     AddressRefused,
     PublicAddressResolver,
-    RecordingFetchConfig,
     host_allowed,
     outcome_label,
-    validate,
 )
+from gateway.ingest.settings import DEFAULT_ALLOWED_HOSTS, RecordingFetchConfig, validate
 
 from .fakes import FakeResolver
 

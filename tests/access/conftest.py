@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-import gateway.access.staff_access  # noqa: F401  (registers the [staff_access] section)
 from gateway.config import Config
 from gateway.services import init_storage
 from tests.conftest import make_config

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from tests.staff.conftest import approve, log_entries, make_call, request_access
+from tests.access.conftest import approve, log_entries, make_call, request_access
 
 
 # -- an independent RFC 9162 implementation ---------------------------------------------------

@@ -1,10 +1,13 @@
-"""The `[media]` config section (registered with gateway.config at import)."""
+"""The `[media]` config section: a leaf module (stdlib and gateway.errors only), listed in
+gateway.config.AREA_SECTIONS so load_config knows it without importing the media area.
+config.example.toml documents each key."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from gateway.config import ConfigError, register_section
+from gateway.errors import ConfigError
 
 SECTION = "media"
 G711_STORAGE = ("pcm16", "as_received")
@@ -59,8 +62,6 @@ def validate(cfg: MediaConfig) -> MediaConfig:
     return cfg
 
 
-register_section(SECTION, MediaConfig)
-
-
-def media_config(config) -> MediaConfig:
+def media_config(config: Any) -> MediaConfig:
+    """The checked [media] section of a gateway Config (its defaults if the file had none)."""
     return validate(config.extra.get(SECTION) or MediaConfig())

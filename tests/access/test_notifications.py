@@ -11,8 +11,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
+from tests.access.conftest import approve, make_call, request_access
 from tests.gateway.helpers import new_whsec
-from tests.staff.conftest import approve, make_call, request_access
 
 
 class Endpoint:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from adapters.events import CallEvent
-from tests.staff.conftest import approve, log_entries, make_call, raw_sql, request_access
+from tests.access.conftest import approve, log_entries, make_call, raw_sql, request_access
 
 NUMBERS = ("+14155550100", "+442071838750")
 NUMBER_FORMS = ("14155550100", "4155550100", "415-555-0100", "442071838750", "2071838750",
@@ -39,7 +39,9 @@ ALLOWED_PATHS = {
     "recordings[].key_version", "recordings[].stats", "recordings[].stats.codec",
     "recordings[].stats.rms_dbfs", "recordings[].stats.silence_ratio",
     "recordings[].stats.duration_ms",
-    "retention", "grant", "grant.id", "grant.level", "grant.expires_at", "grant.single_use",
+    "retention", "retention[]", "retention[].data_class", "retention[].policy_days",
+    "retention[].delete_after", "retention[].legal_hold", "retention[].state",
+    "grant", "grant.id", "grant.level", "grant.expires_at", "grant.single_use",
 }
 
 
@@ -134,7 +136,25 @@ async def test_technical_view_is_allow_listed_masked_and_schema_true(gateway):
     assert diag == {"hangup_cause": "normal_clearing", "sip_hangup_cause": "200",
                     "call_quality_stats": {"inbound": {"mos": 4.5, "packet_count": 1200}}}
     assert with_diag["delivery_delay_ms"] is not None
-    assert view["retention"] is None and view["grant"]["id"] == req["id"]
+    # Retention per data class: the tenant's days (defaults here) counted from the call's
+    # start, its first event and its recording, a child never outliving its call; no hold,
+    # nothing due yet.
+    def after(start, days):
+        return datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(days=days)
+
+    retention = {r["data_class"]: r for r in view["retention"]}
+    assert list(retention) == ["call_metadata", "call_events", "recordings", "diagnostics"]
+    call_due = after(view["call"]["started_at"], 365)
+    for data_class, days, start in [
+            ("call_metadata", 365, view["call"]["started_at"]),
+            ("call_events", 90, view["timings"]["first_received_at"]),
+            ("recordings", 30, view["recordings"][0]["created_at"]),
+            ("diagnostics", 30, view["recordings"][0]["created_at"])]:
+        entry = retention[data_class]
+        assert entry["policy_days"] == days and entry["legal_hold"] is False, entry
+        assert entry["state"] == "retained", entry
+        assert after(entry["delete_after"], 0) == min(after(start, days), call_due), entry
+    assert view["grant"]["id"] == req["id"]
     text = json.dumps(view)
     for needle in (*NUMBERS, *NUMBER_FORMS, "1234#", "hello", "RIFF", "secret-audio"):
         assert needle not in text, needle

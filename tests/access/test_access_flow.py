@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from gateway.core.clock import isoformat, parse_iso
-from tests.staff.conftest import (
+from tests.access.conftest import (
     approve,
     log_entries,
     make_call,

@@ -1,0 +1,115 @@
+"""Parsing a staff member's access request (`POST /v1/staff/access-requests` body) into a
+`NewRequest`. Pure: no storage, no clock.
+
+Invariants:
+- Unknown fields are refused (422 naming the field), never ignored or stored.
+- The ticket reference is a short code and never something that reads as a phone number,
+  because it is copied into the tenant's log and notifications.
+- The scope is either a bounded list of call ids or a bounded, zoned time window.
+- Errors name the field, never echo the value.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from gateway.access.policy import LEVELS, PURPOSES
+from gateway.access.settings import MIN_GRANT_SECONDS, StaffAccessConfig
+from gateway.core.clock import isoformat
+from gateway.errors import invalid
+from gateway.transparency.entries import find_phone_like
+
+_REFERENCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#/-]{0,63}")
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_FIELDS = {"tenant", "scope", "purpose", "reference", "level", "duration_seconds",
+           "single_use"}
+
+
+@dataclass(frozen=True)
+class NewRequest:
+    tenant_id: str
+    purpose: str
+    level: str
+    reference: str
+    calls: tuple[str, ...] | None
+    window: tuple[str, str] | None
+    duration_seconds: int | None
+    single_use: bool
+
+    def scope(self) -> dict[str, Any]:
+        if self.calls is not None:
+            return {"calls": list(self.calls)}
+        assert self.window is not None
+        return {"window": {"since": self.window[0], "until": self.window[1]}}
+
+
+def parse_request(body: Any, cfg: StaffAccessConfig) -> NewRequest:
+    if not isinstance(body, dict):
+        raise invalid("body", "must be a JSON object")
+    unknown = set(body) - _FIELDS
+    if unknown:
+        raise invalid(sorted(unknown)[0], "unknown field")
+    tenant = body.get("tenant")
+    if not isinstance(tenant, str) or not UUID_RE.fullmatch(tenant):
+        raise invalid("tenant", "must be a tenant id")
+    purpose = body.get("purpose")
+    if purpose not in PURPOSES:
+        raise invalid("purpose", "must be one of " + ", ".join(PURPOSES))
+    level = body.get("level", "technical")
+    if level not in LEVELS:
+        raise invalid("level", "must be technical or audio")
+    reference = body.get("reference")
+    if not isinstance(reference, str) or not reference:
+        raise invalid("reference", "a ticket reference is required")
+    if not _REFERENCE_RE.fullmatch(reference) or find_phone_like(reference) is not None:
+        raise invalid("reference", "must be a ticket reference such as OPS-4711 (1-64 "
+                      "letters, digits and ._:#/-, not a phone number)")
+    single_use = body.get("single_use", False)
+    if not isinstance(single_use, bool):
+        raise invalid("single_use", "must be true or false")
+    duration = body.get("duration_seconds")
+    if duration is not None and (not isinstance(duration, int) or isinstance(duration, bool)
+                                 or duration < MIN_GRANT_SECONDS):
+        raise invalid("duration_seconds", f"must be an integer of at least {MIN_GRANT_SECONDS}")
+    calls, window = _scope(body.get("scope"), cfg)
+    return NewRequest(tenant, purpose, level, reference, calls, window, duration, single_use)
+
+
+def _scope(scope: Any, cfg: StaffAccessConfig
+           ) -> tuple[tuple[str, ...] | None, tuple[str, str] | None]:
+    """(call ids, None) or (None, (since, until)) as stored RFC 3339 UTC text."""
+    if not isinstance(scope, dict) or len(scope) != 1 or not set(scope) <= {"calls",
+                                                                                "window"}:
+        raise invalid("scope", 'must be {"calls": [call ids]} or {"window": {"since", '
+                      '"until"}}')
+    if "calls" in scope:
+        ids = scope["calls"]
+        if (not isinstance(ids, list) or not 1 <= len(ids) <= cfg.max_scope_calls
+                or not all(isinstance(i, str) and UUID_RE.fullmatch(i) for i in ids)):
+            raise invalid("scope.calls", f"must be 1-{cfg.max_scope_calls} call ids")
+        return tuple(dict.fromkeys(ids)), None
+    w = scope["window"]
+    if not isinstance(w, dict) or set(w) != {"since", "until"}:
+        raise invalid("scope.window", "must be {since, until}")
+    since = _time(w["since"], "scope.window.since")
+    until = _time(w["until"], "scope.window.until")
+    if until <= since:
+        raise invalid("scope.window", "until must be after since")
+    if (until - since).total_seconds() > cfg.max_window_seconds:
+        raise invalid("scope.window", f"must span at most {cfg.max_window_seconds} s")
+    return None, (isoformat(since), isoformat(until))
+
+
+def _time(value: Any, name: str) -> datetime:
+    if not isinstance(value, str):
+        raise invalid(name, "must be an RFC 3339 time")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(name, "must be an RFC 3339 time") from None
+    if parsed.tzinfo is None:
+        raise invalid(name, "must carry a time zone")
+    return parsed
