@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import features
 from gateway.config import Config, parse_listen
+from gateway.console.routes import setup_console
 from gateway.core.clock import Clock
 from gateway.core.metrics import Metrics
 from gateway.services import GatewayServices, open_services
@@ -34,6 +35,7 @@ def build_app(config: Config, clock: Clock | None = None,
     for area in areas:
         if hasattr(area, "routes"):
             app.add_routes(area.routes)
+    setup_console(app)  # the browser console: /console/ pages, sessions, security headers
 
     async def lifetime(app: web.Application):
         svc = services or await open_services(config, clock)
@@ -54,7 +56,7 @@ def build_app(config: Config, clock: Clock | None = None,
 
 def build_metrics_app(metrics: Metrics) -> web.Application:
     async def scrape(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(metrics.registry),
+        return web.Response(body=await metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.console.auth import staff_from_cookie, tenant_from_cookie
 from gateway.errors import DomainError, too_large, unauthorized
 from gateway.tenants.accounts import (
     StaffPrincipal,
@@ -37,18 +38,26 @@ def _bearer(request: web.Request) -> str | None:
 
 
 async def require_tenant(request: web.Request) -> TenantPrincipal:
-    """The one auth dependency for the tenant API."""
+    """The one auth dependency for the tenant API: a bearer API key or, with no
+    Authorization header at all, a console session cookie (CSRF-checked on writes)."""
     token = _bearer(request)
-    principal = await authenticate_tenant(services(request).db, token) if token else None
+    if token is None and "Authorization" not in request.headers:
+        principal = await tenant_from_cookie(request, services(request))
+    else:
+        principal = await authenticate_tenant(services(request).db, token) if token else None
     if principal is None:
         raise unauthorized()
     return principal
 
 
 async def require_staff(request: web.Request) -> StaffPrincipal:
-    """The one auth dependency for the staff API."""
+    """The one auth dependency for the staff API: a bearer staff token or, with no
+    Authorization header at all, a staff console session cookie (CSRF-checked on writes)."""
     token = _bearer(request)
-    principal = await authenticate_staff(services(request).db, token) if token else None
+    if token is None and "Authorization" not in request.headers:
+        principal = await staff_from_cookie(request, services(request))
+    else:
+        principal = await authenticate_staff(services(request).db, token) if token else None
     if principal is None:
         raise unauthorized()
     return principal

@@ -6,12 +6,15 @@ Readiness is one set of checks, answered on GET /readyz and reported at every sc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from gateway.services import GatewayServices
 from gateway.web.common import json_response, services
 from gateway.web.openapi import document
+
+if TYPE_CHECKING:   # the container is built by gateway.services, which lists this module
+    from gateway.services import GatewayServices
 
 routes = web.RouteTableDef()
 
