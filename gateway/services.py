@@ -71,7 +71,11 @@ async def open_services(config: Config, clock: Clock | None = None,
         config.storage.database_url, config.database_path,
         max_batch=config.storage.group_commit_max_batch,
         pool_size=config.storage.database_pool_size,
-        observe_batch=metrics.group_commit_size.observe)
+        observe_batch=metrics.group_commit_size.observe,
+        observe_latency=lambda operation, seconds: metrics.backend_latency.labels(
+            "postgresql", operation).observe(seconds),
+        observe_error=lambda operation: metrics.backend_errors.labels(
+            "postgresql", operation).inc())
     blobs = FileBlobStore(config.blob_dir)
     blobs.setup()
     keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits,

@@ -76,6 +76,20 @@ class Metrics:
         self.storage_size = Gauge(
             "gateway_storage_size_bytes", "Size in bytes of the filesystem holding each store",
             ["store"], registry=r)
+        self.backend_latency = Histogram(
+            "gateway_backend_operation_seconds",
+            "Time one operation on a scale-out backend took, by backend (postgresql, s3) and"
+            " operation (commit, read, put_part, get_range, ...)",
+            ["backend", "operation"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5))
+        self.backend_errors = Counter(
+            "gateway_backend_errors",
+            "Operations on a scale-out backend that failed, by backend and operation",
+            ["backend", "operation"], registry=r)
+        self.database_pool_in_use = Gauge(
+            "gateway_database_pool_in_use",
+            "PostgreSQL read connections checked out of the pool at scrape time (0 on SQLite)",
+            registry=r)
         self._before_scrape: list[Callable[[], Awaitable[None]]] = []
 
     def extra(self) -> CollectorRegistry:

@@ -25,15 +25,16 @@ __all__ = ["BlobSink", "BlobStore", "Database", "IntegrityError", "Row", "StoreU
 async def open_database(url: str, sqlite_path: Path, *, max_batch: int = 256,
                         pool_size: int = 8,
                         observe_batch: Callable[[int], None] | None = None,
-                        observe_latency: Callable[[str, float], None] | None = None
-                        ) -> Database:
+                        observe_latency: Callable[[str, float], None] | None = None,
+                        observe_error: Callable[[str], None] | None = None) -> Database:
     """The configured metadata database, open and migrated: PostgreSQL for a
     postgresql:// URL, else SQLite at `sqlite_path`."""
     if url:
         from gateway.store.postgres import PostgresDatabase
         return await PostgresDatabase(url, max_batch=max_batch, pool_size=pool_size,
                                       observe_batch=observe_batch,
-                                      observe_latency=observe_latency).open()
+                                      observe_latency=observe_latency,
+                                      observe_error=observe_error).open()
     from gateway.store.sqlite import SqliteDatabase
     return await SqliteDatabase(sqlite_path, max_batch=max_batch,
                                 observe_batch=observe_batch).open()

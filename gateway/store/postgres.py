@@ -122,13 +122,15 @@ class PostgresDatabase:
 
     def __init__(self, url: str, *, max_batch: int = 256, pool_size: int = 4,
                  observe_batch: Callable[[int], None] | None = None,
-                 observe_latency: Callable[[str, float], None] | None = None) -> None:
+                 observe_latency: Callable[[str, float], None] | None = None,
+                 observe_error: Callable[[str], None] | None = None) -> None:
         self.url = url
         self.max_batch = max_batch
         self.pool_size = pool_size
         self._observe_batch = observe_batch
         # (operation, seconds): the backend latency histogram.
         self._observe_latency = observe_latency
+        self._observe_error = observe_error or (lambda operation: None)
         self._writer_conn: psycopg.Connection | None = None
         self._writer_thread: ThreadPoolExecutor | None = None
         self._pool: AsyncConnectionPool | None = None
@@ -217,6 +219,7 @@ class PostgresDatabase:
         except psycopg.OperationalError as exc:
             # The server is gone or refused the commit: nothing of the batch is durable.
             # The next batch reconnects (see _ensure_writer).
+            self._observe_error("commit")
             raise StoreUnavailable("database") from exc
 
     def _commit_batch_once(self, fns: list[Callable[[PgWriteTx], Any]]
@@ -280,6 +283,7 @@ class PostgresDatabase:
                 cursor = await conn.execute(to_postgresql(sql), params or None)
                 rows = await cursor.fetchall()
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._observe_error("read")
             raise StoreUnavailable("database") from exc
         if self._observe_latency is not None:
             self._observe_latency("read", time.perf_counter() - started)

@@ -35,6 +35,10 @@ def register(svc: GatewayServices) -> None:
     """Readings taken at scrape time: readiness, and free space under each store kept on
     this machine (a PostgreSQL database or an S3 bucket reports its capacity elsewhere)."""
     svc.metrics.before_scrape(lambda: readiness(svc))
+
+    async def pool_reading() -> None:
+        svc.metrics.database_pool_in_use.set(getattr(svc.db, "pool_in_use", 0))
+    svc.metrics.before_scrape(pool_reading)
     database_file = getattr(svc.db, "path", None)       # SQLite only
     blob_root = getattr(svc.blobs, "root", None)        # the file blob store only
     if database_file is not None:
