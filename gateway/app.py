@@ -10,11 +10,11 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway import features
 from gateway.config import Config, parse_listen
-from gateway.console.routes import setup_console
 from gateway.core.clock import Clock
 from gateway.core.metrics import Metrics
 from gateway.services import GatewayServices, open_services
 from gateway.web.common import SERVICES
+from gateway.web.console.routes import setup_console
 from gateway.web.middleware import problems_and_metrics
 
 log = logging.getLogger("gateway.app")

@@ -7,7 +7,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.console.auth import staff_from_cookie, tenant_from_cookie
 from gateway.errors import DomainError, too_large, unauthorized
 from gateway.tenants.accounts import (
     StaffPrincipal,
@@ -15,6 +14,7 @@ from gateway.tenants.accounts import (
     authenticate_staff,
     authenticate_tenant,
 )
+from gateway.web.console.auth import staff_from_cookie, tenant_from_cookie
 
 SERVICES = web.AppKey("services", object)
 

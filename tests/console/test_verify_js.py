@@ -1,4 +1,4 @@
-"""The browser's verifier (gateway/console/static/assets/js/verify.js) against the gateway's
+"""The browser's verifier (gateway/web/console/static/assets/js/verify.js) against the gateway's
 own Merkle tree and signed notes, run in Node's WebCrypto (no browser needed): roots,
 inclusion and consistency proofs over many tree sizes, the docs' worked example, and the
 failures (a flipped bit in a proof, a wrong root, a forged or foreign signature)."""
@@ -23,7 +23,7 @@ from gateway.transparency.merkle import (
     root_hash,
 )
 
-VERIFY_JS = Path(__file__).parents[2] / "gateway/console/static/assets/js/verify.js"
+VERIFY_JS = Path(__file__).parents[2] / "gateway/web/console/static/assets/js/verify.js"
 SIZES = [1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 64, 100]
 
 

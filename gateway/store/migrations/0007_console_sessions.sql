@@ -1,4 +1,4 @@
--- Browser console sessions (gateway/console/sessions.py, docs/console.md).
+-- Browser console sessions (gateway/web/console/sessions.py, docs/console.md).
 -- A session is created by signing in with a tenant API key or a staff token and is carried
 -- by an HttpOnly cookie holding a random secret; only SHA-256 of that secret is stored, so
 -- a copy of the database cannot be replayed as a cookie. Stored here (not in process

@@ -20,11 +20,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.console import auth, sessions
 from gateway.core.clock import isoformat
 from gateway.errors import DomainError, invalid, unauthorized
 from gateway.tenants.accounts import authenticate_staff, authenticate_tenant
 from gateway.web.common import json_response, read_json, services
+from gateway.web.console import auth, sessions
 
 STATIC_DIR = Path(__file__).parent / "static"
 # A sign-in body is one short token; anything bigger is not a sign-in.

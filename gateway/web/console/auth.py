@@ -19,9 +19,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.console import sessions
 from gateway.errors import DomainError
 from gateway.tenants.accounts import StaffPrincipal, TenantPrincipal
+from gateway.web.console import sessions
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

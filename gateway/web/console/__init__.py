@@ -9,6 +9,6 @@ Invariants:
 - Every asset ships inside this package (static/); nothing is fetched from elsewhere, and
   every console response carries `routes.SECURITY_HEADERS` (a CSP with no inline script or
   style, no framing, same-origin only).
-- This module imports nothing: gateway/web/common.py imports `gateway.console.auth`, and
+- This module imports nothing: gateway/web/common.py imports `gateway.web.console.auth`, and
   `routes` imports gateway/web/common.py, so an eager import here would be a cycle.
 """
