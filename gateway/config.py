@@ -9,7 +9,11 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.access.settings import StaffAccessConfig
 from gateway.errors import ConfigError
+from gateway.ingest.settings import RecordingFetchConfig
+from gateway.lifecycle.settings import KeysConfig, RetentionConfig
+from gateway.media.settings import MediaConfig
 
 __all__ = ["AREA_SECTIONS", "Config", "ConfigError", "load_config"]
 
@@ -22,11 +26,25 @@ class ServerConfig:
     public_base_url: str = "http://127.0.0.1:8080"
     # Seconds a shutdown waits for in-flight requests.
     shutdown_timeout: float = 10.0
+    # Slow and idle clients (gateway/web/server.py): seconds from a request's first byte to
+    # the end of its headers; seconds a body read may wait for the next bytes; seconds an
+    # idle keep-alive connection is kept; concurrent connections served (more: 503, closed).
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 30.0
+    keepalive_timeout_seconds: float = 15.0
+    max_connections: int = 1024
 
 
 @dataclass
 class MetricsConfig:
     listen: str = "127.0.0.1:9090"
+
+
+@dataclass
+class S3Config:
+    # Empty: AWS. Credentials only from the standard AWS environment or profile.
+    endpoint_url: str = ""
+    region: str = "us-east-1"
 
 
 @dataclass
@@ -41,10 +59,18 @@ class StorageConfig:
     # deletes the tenant's file, which is what makes its data in database and blob backups
     # unreadable: back this directory up apart from them (docs/retention-and-dsr.md).
     tenant_key_dir: str = "tenant-keys"
-    # Longest a webhook waits for its group commit to gather company (milliseconds).
-    group_commit_window_ms: float = 2.0
     # Largest number of writes one group commit carries.
     group_commit_max_batch: int = 256
+    # Scale-out backends (empty: the embedded defaults under data_dir). See
+    # gateway/store/__init__.py for the URL forms.
+    database_url: str = ""
+    database_pool_size: int = 8
+    blob_url: str = ""
+    key_store_url: str = ""
+    s3: S3Config = field(default_factory=lambda: S3Config())
+    # /readyz answers 503 (component named) once a local store has less free space than
+    # this, so a load balancer drains the replica before writes start failing.
+    min_free_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
@@ -122,7 +148,13 @@ class Config:
 # Every [section] an area owns, by name. Each class lives in its area's `settings.py`, a
 # leaf module (dataclasses and checks; it imports nothing from gateway but gateway.errors),
 # so load_config knows every section without importing the areas themselves.
-AREA_SECTIONS: dict[str, type] = {}
+AREA_SECTIONS: dict[str, type] = {
+    "staff_access": StaffAccessConfig,
+    "retention": RetentionConfig,
+    "keys": KeysConfig,
+    "recording_fetch": RecordingFetchConfig,
+    "media": MediaConfig,
+}
 
 # (Transitional) sections still registered at import time by their feature module.
 _EXTRA_SECTIONS: dict[str, type] = AREA_SECTIONS
@@ -190,7 +222,45 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         config.storage.data_dir = str(base_dir / config.storage.data_dir)
     if not 1 <= config.privacy.blind_index_bits <= 32:
         raise ConfigError("privacy.blind_index_bits must be between 1 and 32")
+    _check_storage(config)
     return config
+
+
+def store_location(url: str, default_dir: Path) -> tuple[str, str]:
+    """("file", absolute path) or ("s3", "bucket/prefix") for a store URL; an empty URL is
+    the directory under data_dir."""
+    if not url:
+        return "file", str(default_dir.resolve())
+    if url.startswith("file://"):
+        return "file", str(Path(url.removeprefix("file://")).resolve())
+    if url.startswith("s3://"):
+        bucket, _, prefix = url.removeprefix("s3://").partition("/")
+        if len(bucket) < 3:
+            raise ConfigError("an s3:// URL needs a bucket name of 3 or more characters")
+        return "s3", f"{bucket}/{prefix.strip('/')}".rstrip("/")
+    raise ConfigError("store URLs are s3://bucket/prefix or file:///path (or empty)")
+
+
+def _check_storage(config: Config) -> None:
+    url = config.storage.database_url
+    if url and not url.startswith(("postgresql://", "postgres://")):
+        raise ConfigError("storage.database_url must be a postgresql:// URL (or empty for"
+                          " SQLite under data_dir)")
+    if config.storage.database_pool_size < 1:
+        raise ConfigError("storage.database_pool_size must be >= 1")
+    blobs = store_location(config.storage.blob_url, config.blob_dir)
+    keys = store_location(config.storage.key_store_url, config.tenant_key_dir)
+    # Key material never sits beside the data it protects: neither store may contain the
+    # other, or one copy of the bucket (or directory) would hold both.
+    if blobs[0] == keys[0] and (
+            _contains(blobs[1], keys[1]) or _contains(keys[1], blobs[1])):
+        raise ConfigError("storage.key_store_url must be another bucket or prefix than"
+                          " storage.blob_url (and not inside it): key material never sits"
+                          " beside the recordings it protects")
+
+
+def _contains(outer: str, inner: str) -> bool:
+    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

@@ -15,10 +15,11 @@ from types import ModuleType
 
 
 def modules() -> list[ModuleType]:
-    from gateway import media
-    from gateway.access import staff_access
+    from gateway.access import service as staff_access
     from gateway.ingest import recording_fetch
-    from gateway.lifecycle import key_rotation, retention
+    from gateway.lifecycle import area as lifecycle
+    from gateway.media import feature as media
+    from gateway.transparency import cli as audit_cli
     from gateway.transparency import log as audit
     from gateway.web import (
         access_api,
@@ -32,6 +33,6 @@ def modules() -> list[ModuleType]:
         transparency_api,
     )
 
-    return [health, audit, tenant_api, hooks, recording_fetch, staff_access, staff_api,
+    return [health, audit, audit_cli, tenant_api, hooks, recording_fetch, staff_access, staff_api,
             access_api, transparency_api,
-            retention, key_rotation, retention_api, subjects_api, keys_api, media]
+            lifecycle, retention_api, subjects_api, keys_api, media]

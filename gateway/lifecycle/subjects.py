@@ -1,8 +1,8 @@
 """Data-subject requests by phone number: search, export, erase, restrict, rectify.
 
 The number may be written any way a person writes it; it is normalised to E.164
-(gateway.phone) and matched the way every lookup by number works here: the blind index
-selects candidate calls (16 bits, so a bucket holds many numbers), then each candidate's
+(gateway/core/phone.py) and matched the way every lookup by number works here: the blind
+index selects candidate calls (16 bits, so a bucket holds many numbers), then each candidate's
 parties are decrypted and compared exactly. A call matches when the number is its caller
 or its callee.
 
@@ -24,6 +24,13 @@ streams its bundle, and the request completes when the last byte is sent.
   them, staff are refused their audio); `{"lift": true}` clears it.
 - rectify: replaces the number by `corrected_number` in the matching calls' parties,
   re-sealed, with the blind index recomputed; held calls are reported, not changed.
+
+Invariants:
+- The number never reaches a log, a receipt or an audit entry (call ids there are SHA-256
+  hashes); it lives only sealed on the request row.
+- Erase and rectify re-read the legal holds inside each write unit, and change a call only
+  if its sealed parties are still the ones decrypted (a concurrent change wins).
+- The data classes an erasure counts come from the registry (data_classes.py).
 """
 
 from __future__ import annotations
@@ -42,10 +49,17 @@ from gateway.calls.service import VISIBLE_RECORDING_STATES, CallService
 from gateway.core.clock import isoformat
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
-from gateway.lifecycle.retention import RetentionService, delete_calls_tx, hash_id
-from gateway.store.sqlite import WriteTx
+from gateway.lifecycle.class_queries import delete_calls_tx
+from gateway.lifecycle.data_classes import DELETED_WITH_CALL
+from gateway.lifecycle.holds import parse_number
+from gateway.lifecycle.report import hash_id
+from gateway.lifecycle.retention import RetentionService, get_retention
+from gateway.store import WriteTx, sealed
 
 SUBJECT_RECORD = "subject-request"
+# Key rotation reseals the request's sealed subject (gateway/store/sealed.py).
+sealed.register(sealed.SealedColumn("subject_requests", "subject", SUBJECT_RECORD,
+                                    keyset=("received_at", "id")))
 KINDS = ("search", "export", "erase", "restrict", "rectify")
 EXPORT_FORMAT = "vgw-subject-export/1"
 # Calls changed per write unit: small enough to keep the writer responsive.
@@ -166,7 +180,7 @@ class SubjectService:
     def _number(self, body: Any, name: str = "phone_number") -> str:
         if not isinstance(body, dict):
             raise invalid("body", "must be a JSON object")
-        return self.retention.normalise(body.get(name), name)
+        return parse_number(body.get(name), name, self.retention.default_region)
 
     async def matches(self, tenant_id: str, ring: keys.TenantKeys, number: str
                       ) -> list[Match]:
@@ -210,7 +224,7 @@ class SubjectService:
         request = await self._open(tenant_id, actor, "search", {"number": number})
         ring = await self.keyring.for_tenant(tenant_id)
         matches = await self.matches(tenant_id, ring, number)
-        holds = await self.retention.holds(tenant_id, ring)
+        holds = await self.retention.holds.active(tenant_id, ring)
         calls = [self._summary(ring, m, holds.call_held(
             ring, m.row["id"], m.row["from_index"], m.row["to_index"], m.row["parties"]))
             for m in matches]
@@ -297,14 +311,14 @@ class SubjectService:
         request = await self._open(tenant_id, actor, "erase", {"number": number})
         ring = await self.keyring.for_tenant(tenant_id)
         matches = await self.matches(tenant_id, ring, number)
-        totals = {"call_metadata": 0, "call_events": 0, "recordings": 0}
+        totals = dict.fromkeys(DELETED_WITH_CALL, 0)
         erased: list[str] = []
         held: list[str] = []
         for start in range(0, len(matches), _CHUNK):
             chunk = matches[start:start + _CHUNK]
 
             def unit(tx: WriteTx, chunk: list[Match] = chunk):
-                holds = self.retention.holds_tx(tx, tenant_id, ring)
+                holds = self.retention.holds.active_tx(tx, tenant_id, ring)
                 doomed, kept = [], []
                 for m in self._still_same_tx(tx, tenant_id, chunk):
                     r = m.row
@@ -405,7 +419,7 @@ class SubjectService:
                     new_index if "to" in m.roles else m.row["to_index"])
 
             def unit(tx: WriteTx, chunk: list[Match] = chunk, prepared: dict = prepared):
-                holds = self.retention.holds_tx(tx, tenant_id, ring)
+                holds = self.retention.holds.active_tx(tx, tenant_id, ring)
                 done, kept, conflict = [], [], 0
                 for m in chunk:
                     r = m.row
@@ -440,8 +454,6 @@ def get_subjects(services: Any) -> SubjectService:
     existing = services.features.get("subjects")
     if existing is not None:
         return existing
-    from gateway.lifecycle.retention import get_retention
-
     service = SubjectService(services, get_retention(services))
     services.features["subjects"] = service
     return service

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.lifecycle.key_rotation import get_key_service
+from gateway.lifecycle.rotation import get_key_service
 from gateway.web.common import json_response, require_tenant, services
 
 routes = web.RouteTableDef()

@@ -14,7 +14,7 @@ routes = web.RouteTableDef()
 @routes.get("/v1/retention")
 async def get_policy(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
-    return json_response(await get_retention(services(request)).render_policy(
+    return json_response(await get_retention(services(request)).policies.render(
         principal.tenant_id))
 
 
@@ -23,7 +23,7 @@ async def put_policy(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
     svc = services(request)
     body = await read_json(request, svc.config.limits.max_json_body_bytes)
-    return json_response(await get_retention(svc).set_policy(principal.tenant_id, body))
+    return json_response(await get_retention(svc).policies.set(principal.tenant_id, body))
 
 
 @routes.get("/v1/retention/preview")
@@ -37,27 +37,27 @@ async def create_hold(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
     svc = services(request)
     body = await read_json(request, svc.config.limits.max_json_body_bytes)
-    hold = await get_retention(svc).create_hold(principal.tenant_id, principal.key_id, body)
+    hold = await get_retention(svc).holds.create(principal.tenant_id, principal.key_id, body)
     return json_response(hold, status=201, headers={"Location": f"/v1/legal-holds/{hold['id']}"})
 
 
 @routes.get("/v1/legal-holds")
 async def list_holds(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
-    return json_response({"items": await get_retention(services(request)).list_holds(
+    return json_response({"items": await get_retention(services(request)).holds.list(
         principal.tenant_id)})
 
 
 @routes.get("/v1/legal-holds/{hold_id}")
 async def get_hold(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
-    return json_response(await get_retention(services(request)).get_hold(
+    return json_response(await get_retention(services(request)).holds.get(
         principal.tenant_id, path_id(request, "hold_id", "legal hold")))
 
 
 @routes.delete("/v1/legal-holds/{hold_id}")
 async def release_hold(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
-    await get_retention(services(request)).release_hold(
+    await get_retention(services(request)).holds.release(
         principal.tenant_id, path_id(request, "hold_id", "legal hold"))
     return web.Response(status=204)

@@ -16,10 +16,11 @@ from datetime import timedelta
 import pytest
 
 from adapters.events import CallEvent
-from gateway.lifecycle.retention import RetentionService, SweepInterrupted, get_retention
+from gateway.lifecycle.retention import RetentionService, get_retention
+from gateway.lifecycle.sweep import SweepInterrupted
 from gateway.services import open_services
 from gateway.transparency.log import get_audit_log
-from tests.retention.helpers import make_env
+from tests.lifecycle.helpers import make_env, storage_toml
 
 HELD_NUMBER = "+14155550177"
 
@@ -166,7 +167,7 @@ async def test_two_processes_sweeping_at_once_do_no_double_work(gateway):
         state = {"next": 0}
 
         def alternate(service, me):
-            original = service._sweep_batch
+            original = service.sweeper._sweep_batch
 
             async def batch(*args, **kwargs):
                 async with turn:
@@ -177,7 +178,7 @@ async def test_two_processes_sweeping_at_once_do_no_double_work(gateway):
                     async with turn:
                         state["next"] = 1 - me
                         turn.notify_all()
-            service._sweep_batch = batch
+            service.sweeper._sweep_batch = batch
 
         alternate(one, 0)
         alternate(two, 1)
@@ -191,7 +192,7 @@ async def test_two_processes_sweeping_at_once_do_no_double_work(gateway):
                     turn.notify_all()
 
         a, b = await asyncio.gather(run(one, 0), run(two, 1))
-        del one._sweep_batch
+        del one.sweeper._sweep_batch
         one.cfg.batch_size = 500
     finally:
         await second.close()
@@ -205,7 +206,7 @@ async def test_cli_sweep_sigkilled_mid_run(gateway, tmp_path):
     seed = await _seed(gateway, "killed", n_old=150, n_young=10)
     tenant = seed["env"].tenant.id
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
+    config_file.write_text(f'{storage_toml(gateway)}'
                            '[logging]\nlevel = "WARNING"\n[retention]\nbatch_size = 2\n'
                            'sweep_interval_seconds = 0\n')
     # The subprocess runs on the system clock: the old calls started five real days ago,

@@ -15,8 +15,8 @@ import pytest
 
 import keys
 from gateway.errors import DomainError
-from gateway.lifecycle.key_rotation import get_key_service
-from tests.retention.helpers import eventually, make_env
+from gateway.lifecycle.offboarding import get_offboarding
+from tests.lifecycle.helpers import eventually, make_env, storage_toml
 
 SUBJECT = "+14155550123"
 AUDIO = b"RIFF-secret-audio" * 5000
@@ -73,6 +73,9 @@ async def _tenant_rows(gateway, tenant_id: str) -> dict[str, int]:
     return out
 
 
+# The backup is a copy of the SQLite file (sqlite3 backup API); a PostgreSQL backup is
+# pg_dump, which this test does not drive.
+@pytest.mark.backends("sqlite")
 async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_path):
     env = await make_env(gateway)
     keep = await make_env(gateway, "stays")
@@ -96,7 +99,7 @@ async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_
 
     # The operator offboards with the CLI, as a separate process, while the gateway runs.
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
+    config_file.write_text(f'{storage_toml(gateway)}'
                            '[logging]\nlevel = "WARNING"\n')
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "--config", str(config_file), "tenant",
@@ -156,7 +159,7 @@ async def test_offboarding_refuses_active_holds_and_resumes_after_a_crash(gatewa
     call_id = await env.call()
     await env.recording(call_id)
     await env.request("POST", "/v1/legal-holds", json={"scope": "tenant", "reason": "audit"})
-    service = get_key_service(gateway.services)
+    service = get_offboarding(gateway.services)
     with pytest.raises(DomainError) as refused:
         await service.offboard(env.tenant.id)
     assert refused.value.status_hint == 409

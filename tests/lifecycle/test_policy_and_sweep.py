@@ -7,7 +7,7 @@ from datetime import timedelta
 import aiohttp
 
 from gateway.app import build_metrics_app
-from tests.retention.helpers import iso, make_env
+from tests.lifecycle.helpers import iso, make_env
 
 DAY = timedelta(days=1)
 
@@ -292,4 +292,4 @@ async def test_receipts_in_the_audit_log_and_metrics(gateway):
 
 def get_lag(gateway) -> float:
     from gateway.lifecycle.retention import get_retention
-    return get_retention(gateway.services).lag.labels("call_metadata")._value.get()
+    return get_retention(gateway.services).sweeper.metrics.lag.labels("call_metadata")._value.get()

@@ -7,8 +7,10 @@ import json
 import uuid
 
 import keys
-from gateway.lifecycle.key_rotation import SealedColumn, get_key_service, register_sealed_column
-from tests.retention.helpers import make_env
+from gateway.lifecycle.rotation import get_key_service
+from gateway.store.sealed import SealedColumn
+from gateway.store.sealed import register as register_sealed_column
+from tests.lifecycle.helpers import make_env
 
 AUDIO = b"\x00\x01audio-bytes-that-must-not-change" * 3000
 

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, load_config
-from gateway.lifecycle.retention import ProgressBar, RetentionConfig, get_retention
-from tests.retention.helpers import eventually, iso, make_env
+from gateway.lifecycle.progress import ProgressBar
+from gateway.lifecycle.retention import get_retention
+from gateway.lifecycle.settings import RetentionConfig
+from tests.lifecycle.helpers import eventually, iso, make_env, storage_toml
 
 
 def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
@@ -28,8 +30,7 @@ def test_config_section_defaults_overrides_and_errors(tmp_path):
     path.write_text("[retention]\nbatch_size = 100\ndsr_due_days = 14\n"
                     "[retention.classes.recordings]\nmax_days = 90\n"
                     "[keys]\ngrace_seconds = 60.0\n")
-    # The CLI imports the feature modules (which register their sections) before loading.
-    import gateway.lifecycle.key_rotation  # noqa: F401
+    # load_config knows the [retention] and [keys] sections without importing the area.
     config = load_config(path)
     section = config.section("retention")
     assert section.batch_size == 100 and section.dsr_due_days == 14
@@ -66,7 +67,7 @@ async def test_cli_retention_run_dry_run_then_run(gateway, tmp_path):
         await env.call(f"c{i}", started_at=iso(now - timedelta(days=3)))
     await env.call("young")
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
+    config_file.write_text(f'{storage_toml(gateway)}'
                            '[logging]\nlevel = "WARNING"\n')
     assert await eventually(lambda: _calls_are(env, 4))
     result = _cli(config_file, "retention", "run", "--dry-run", "--json")
@@ -89,7 +90,7 @@ async def test_cli_keys_rotate_and_status(gateway, tmp_path):
     env = await make_env(gateway)
     await env.call()
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
+    config_file.write_text(f'{storage_toml(gateway)}'
                            '[logging]\nlevel = "WARNING"\n[keys]\ngrace_seconds = 0.0\n')
     result = _cli(config_file, "keys", "rotate", "--tenant", env.tenant.id, "--wait", "--json")
     assert result.returncode == 0, result.stderr
@@ -103,10 +104,20 @@ async def test_cli_keys_rotate_and_status(gateway, tmp_path):
     assert code == 200 and page["items"][0]["from"] == "+14155550100"
 
 
+async def test_cli_keys_names_a_wrong_tenant_without_a_traceback(gateway, tmp_path):
+    config_file = tmp_path / "gateway.toml"
+    config_file.write_text(f'{storage_toml(gateway)}')
+    result = _cli(config_file, "keys", "status", "--tenant", "00000000-0000-4000-8000-000000000000")
+    assert result.returncode == 1 and "tenant not found" in result.stderr
+    result = _cli(config_file, "keys", "rotate", "--tenant", "acme")
+    assert result.returncode == 1 and "--tenant: must be a UUID" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 async def test_offboard_cli_refuses_without_confirmation(gateway, tmp_path):
     env = await make_env(gateway)
     config_file = tmp_path / "gateway.toml"
-    config_file.write_text(f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n')
+    config_file.write_text(f'{storage_toml(gateway)}')
     result = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config_file),
                              "tenant", "offboard", env.tenant.id], capture_output=True,
                             text=True, timeout=60, stdin=subprocess.DEVNULL)

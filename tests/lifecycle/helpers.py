@@ -64,7 +64,7 @@ class Env:
         from gateway.lifecycle.retention import get_retention
         return await get_retention(self.gateway.services).sweep(**kwargs)
 
-    async def count(self, table: str, where: str = "1", params: tuple = ()) -> int:
+    async def count(self, table: str, where: str = "TRUE", params: tuple = ()) -> int:
         row = await self.gateway.services.db.fetchone(
             f"SELECT COUNT(*) FROM {table} WHERE tenant_id = ? AND {where}",
             (self.tenant.id, *params))
@@ -85,6 +85,13 @@ async def make_env(gateway, name: str = "acme") -> Env:
     secret = new_whsec()
     integration = await gateway.integration(tenant, "standard", {"secret": secret})
     return Env(gateway, tenant, secret, integration)
+
+
+def storage_toml(gateway) -> str:
+    """The [storage] section of a config file for the CLI that reaches the same stores as
+    the running test gateway (its data directory and, on PostgreSQL, its database)."""
+    return (f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
+            f'database_url = "{gateway.config.storage.database_url}"\n')
 
 
 def iso(dt) -> str:

@@ -7,7 +7,7 @@ import hashlib
 import json
 from datetime import timedelta
 
-from tests.retention.helpers import make_env
+from tests.lifecycle.helpers import make_env
 
 SUBJECT = "+14155550123"
 # The same number as people write it.

@@ -1,0 +1,162 @@
+"""The lifecycle area's `gateway` subcommands: `retention run`, `keys rotate`, `keys status`
+and `tenant offboard`.
+
+Invariants:
+- Each is a `Command` whose `run(args, services)` receives services the CLI already opened
+  (gateway/cli.py opens and closes them); nothing here imports gateway.cli or
+  gateway.services.
+- `--json` prints one JSON object for machines; without it the output is for people.
+  Neither ever prints a phone number, a key or a tenant's name.
+- Offboarding cannot be undone: it asks for the tenant id on a terminal and needs `--yes`
+  anywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from typing import Any
+
+from gateway.core.commands import Command
+from gateway.errors import invalid, not_found
+from gateway.lifecycle.offboarding import OPERATOR_ACTOR, get_offboarding
+from gateway.lifecycle.progress import ProgressBar
+from gateway.lifecycle.retention import get_retention
+from gateway.lifecycle.rotation import OPEN_STATES, get_key_service
+
+
+# -- retention run ---------------------------------------------------------------------------
+def _configure_run(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true",
+                        help="report what would be deleted; change nothing")
+    parser.add_argument("--tenant", action="append", help="only this tenant (repeatable)")
+    parser.add_argument("--orphans", action="store_true",
+                        help="also scan the blob store for orphaned files and keys")
+
+
+async def retention_run(args: argparse.Namespace, services: Any) -> int:
+    service = get_retention(services)
+    bar = None
+    if sys.stdout.isatty() and not args.json:
+        bar = ProgressBar(await service.estimate(args.tenant))
+    report = await service.sweep(dry_run=args.dry_run, tenant_ids=args.tenant,
+                                 progress=bar.advance if bar else None)
+    if args.orphans and not args.dry_run:
+        report.orphans = await service.scan_orphans()
+    if bar is not None:
+        bar.close()
+    data = report.as_dict()
+    if args.json:
+        print(json.dumps(data))
+    else:
+        verb = "would delete" if args.dry_run else "deleted"
+        parts = ", ".join(f"{k} {v}" for k, v in data["deleted"].items())
+        print(f"retention {verb}: {parts} ({len(report.tenants)} tenants,"
+              f" {data['duration_seconds']} s)")
+        held = [t.tenant_id for t in report.tenants if t.held]
+        if held:
+            print(f"tenants under a legal hold (nothing deleted): {', '.join(held)}")
+    return 0
+
+
+# -- tenant offboard -------------------------------------------------------------------------
+def _configure_offboard(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("tenant_id", help="the tenant's id (UUID)")
+    parser.add_argument("--yes", action="store_true",
+                        help="do not ask; required when stdin is not a terminal")
+    parser.add_argument("--override-holds", action="store_true",
+                        help="offboard even though legal holds are active (recorded in"
+                             " the receipt)")
+
+
+async def tenant_offboard(args: argparse.Namespace, services: Any) -> int:
+    try:
+        tenant_id = str(uuid.UUID(args.tenant_id))
+    except ValueError:
+        print("gateway: tenant id must be a UUID", file=sys.stderr)
+        return 2
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("gateway: offboarding cannot be undone; pass --yes", file=sys.stderr)
+            return 2
+        typed = input(f"Offboarding destroys every key and all data of tenant {tenant_id}."
+                      " Type the tenant id to confirm: ").strip()
+        if typed != tenant_id:
+            print("gateway: not confirmed", file=sys.stderr)
+            return 1
+    receipt = await get_offboarding(services).offboard(
+        tenant_id, override_holds=args.override_holds)
+    if args.json:
+        print(json.dumps(receipt))
+    else:
+        rows = sum(receipt.get("deleted_rows", {}).values())
+        print(f"tenant {tenant_id} offboarded: {len(receipt.get('key_versions_destroyed', []))}"
+              f" key version(s) destroyed, {rows} rows deleted, blobs deleted")
+        if not receipt.get("tenant_root_key_destroyed"):
+            print("warning: this tenant had no tenant root key file (created before tenant"
+                  " key files): its rows in database backups stay readable with the root key")
+    return 0
+
+
+# -- keys rotate / status --------------------------------------------------------------------
+async def _known_tenant(services: Any, raw: str) -> str:
+    """The tenant id named on the command line, if such a tenant exists (a clear error,
+    not a traceback, for a typo)."""
+    try:
+        tenant_id = str(uuid.UUID(raw))
+    except ValueError:
+        raise invalid("--tenant", "must be a UUID") from None
+    if await services.db.fetchone("SELECT 1 FROM tenants WHERE id = ?", (tenant_id,)) is None:
+        raise not_found("tenant")
+    return tenant_id
+
+
+def _configure_rotate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", required=True, help="the tenant's id (UUID)")
+    parser.add_argument("--wait", action="store_true",
+                        help="stay until the old version is destroyed (after the grace time)")
+
+
+async def keys_rotate(args: argparse.Namespace, services: Any) -> int:
+    tenant_id = await _known_tenant(services, args.tenant)
+    service = get_key_service(services)
+    current = await service.rotation(tenant_id, required=False)
+    if current is None or current["state"] not in OPEN_STATES:
+        await service.start_rotation(tenant_id, OPERATOR_ACTOR)
+    while True:
+        await service.run_pending()
+        current = await service.rotation(tenant_id)
+        if current["state"] in ("completed", "blocked") or not args.wait:
+            break
+        await asyncio.sleep(min(service.cfg.poll_interval_seconds, 5.0))
+    if args.json:
+        print(json.dumps(current))
+    else:
+        p = current["progress"]
+        print(f"rotation {current['id']}: {current['state']}, version {current['to_version']},"
+              f" {p['items_done']}/{p['items_total']} items"
+              + (f"; old versions destroyed no earlier than {current['grace_until']}"
+                 if current["state"] == "waiting" else ""))
+    return 0 if current["state"] != "blocked" else 1
+
+
+async def keys_status(args: argparse.Namespace, services: Any) -> int:
+    status = await get_key_service(services).status(await _known_tenant(services, args.tenant))
+    print(json.dumps(status) if args.json else json.dumps(status, indent=2))
+    return 0
+
+
+cli_commands = [
+    Command(("retention", "run"), retention_run, _configure_run,
+            help="delete what the retention policies say is due (batched, resumable)"),
+    Command(("tenant", "offboard"), tenant_offboard, _configure_offboard,
+            help="destroy every key and all data of a tenant, keeping the receipt"),
+    Command(("keys", "rotate"), keys_rotate, _configure_rotate,
+            help="add a key version; rewrap and reseal; destroy the old version"),
+    Command(("keys", "status"), keys_status,
+            lambda p: p.add_argument("--tenant", required=True, help="the tenant's id (UUID)"),
+            help="a tenant's key versions and its latest rotation"),
+]

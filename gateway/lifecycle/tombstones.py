@@ -1,0 +1,116 @@
+"""Blob files of deleted recordings: unlinked after the commit that deleted their rows,
+through tombstones, plus the rare full scan for orphans.
+
+Invariants:
+- A recording row's deletion removes its wrapped data key in the same transaction and
+  leaves a tombstone (a trigger does it for any way a row goes), so the file is
+  unreadable from the commit on; the file is unlinked after the commit, then the
+  tombstone cleared. A crash at any point leaves at worst an unreadable file that the next
+  `collect()` removes.
+- Tenants being offboarded are skipped: offboarding removes their whole directory.
+- The orphan scan is safe while others write: a recording's row is committed before its
+  file exists, and the rows are read after the files are listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from gateway.lifecycle.class_queries import marks
+from gateway.store import Database
+
+if TYPE_CHECKING:  # the blob store's interface; the backend is chosen in gateway/services.py
+    from gateway.store.files import FileBlobStore
+
+log = logging.getLogger("gateway.retention")
+
+_CHUNK = 1000
+
+
+class BlobReaper:
+    def __init__(self, db: Database, blobs: FileBlobStore) -> None:
+        self.db = db
+        self.blobs = blobs
+        self.last_orphan_scan = time.monotonic()
+
+    async def remove(self, tenant_id: str, object_ids: list[str]) -> None:
+        """After a commit that deleted recording rows (their keys and rows gone, their
+        tombstones written): unlink the files, then clear the tombstones."""
+        if object_ids:
+            await self.unlink(tenant_id, object_ids)
+            await self.clear(object_ids)
+
+    async def unlink(self, tenant_id: str, object_ids: list[str]) -> None:
+        for i in range(0, len(object_ids), _CHUNK):
+            await self.blobs.delete_many(tenant_id, object_ids[i:i + _CHUNK])
+
+    async def clear(self, object_ids: list[str]) -> None:
+        await self.db.write(lambda tx: tx.execute(
+            f"DELETE FROM blob_tombstones WHERE object_id IN ({marks(object_ids)})", object_ids))
+
+    async def collect(self) -> int:
+        """Unlink the files of every tombstone left (a crash's leftovers, and recordings
+        deleted by a cascade). Returns how many."""
+        total = 0
+        after = ""
+        while True:
+            rows = await self.db.fetchall(
+                "SELECT object_id, tenant_id FROM blob_tombstones b WHERE object_id > ?"
+                " AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = b.tenant_id"
+                " AND t.state = 'offboarding') ORDER BY object_id LIMIT ?",
+                (after, _CHUNK))
+            if not rows:
+                return total
+            after = rows[-1]["object_id"]
+            by_tenant: dict[str, list[str]] = {}
+            for row in rows:
+                by_tenant.setdefault(row["tenant_id"], []).append(row["object_id"])
+            for tenant_id, ids in by_tenant.items():
+                await self.unlink(tenant_id, ids)
+            await self.clear([r["object_id"] for r in rows])
+            total += len(rows)
+
+    async def scan_orphans(self) -> dict[str, int]:
+        """The full check (rare; `orphan_scan_interval_seconds`): data keys with no
+        recording row, and blob files with no recording row."""
+        self.last_orphan_scan = time.monotonic()
+        counts = {"keys": 0, "files": 0}
+        orphan_keys = [r[0] for r in await self.db.fetchall(
+            "SELECT object_id FROM blob_keys k WHERE NOT EXISTS"
+            " (SELECT 1 FROM recordings r WHERE r.id = k.object_id)")]
+        for i in range(0, len(orphan_keys), _CHUNK):
+            chunk = orphan_keys[i:i + _CHUNK]
+            counts["keys"] += await self.db.write(lambda tx, chunk=chunk: tx.execute(
+                f"DELETE FROM blob_keys WHERE object_id IN ({marks(chunk)}) AND NOT EXISTS"
+                " (SELECT 1 FROM recordings r WHERE r.id = blob_keys.object_id)", chunk))
+        files = await asyncio.to_thread(self._list_blob_files)
+        for i in range(0, len(files), _CHUNK):
+            chunk = files[i:i + _CHUNK]
+            ids = [o for _, o in chunk]
+            known = {r[0] for r in await self.db.fetchall(
+                f"SELECT id FROM recordings WHERE id IN ({marks(ids)})", ids)}
+            gone = [(t, o) for t, o in chunk if o not in known]
+            for tenant_id, object_id in gone:
+                await self.blobs.delete(tenant_id, object_id)
+            counts["files"] += len(gone)
+        if any(counts.values()):
+            log.info("retention: orphans removed: %s", json.dumps(counts))
+        return counts
+
+    def _list_blob_files(self) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        root = self.blobs.root
+        if not root.exists():
+            return out
+        for tenant_dir in root.iterdir():
+            if tenant_dir == self.blobs.tmp_dir or not tenant_dir.is_dir():
+                continue
+            for shard in tenant_dir.iterdir():
+                if shard.is_dir():
+                    out.extend((tenant_dir.name, f.name) for f in shard.iterdir()
+                               if len(f.name) == 36)
+        return out
