@@ -19,7 +19,7 @@ from gateway.tenants.keyring import KeyRing
 CREDENTIALS_RECORD = "integration-credentials"
 # Key rotation reseals this column (gateway/store/sealed.py).
 sealed.register(sealed.SealedColumn("integrations", "credentials", CREDENTIALS_RECORD,
-                                    keyset=("created_at", "rowid")))
+                                    keyset=("created_at", "id")))
 # Technical options a tenant may set per integration, with their defaults.
 DEFAULT_OPTIONS: dict[str, Any] = {"store_audio": True}
 

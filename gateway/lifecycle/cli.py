@@ -20,6 +20,7 @@ import sys
 import uuid
 from typing import Any
 
+from gateway.core.clock import parse_iso
 from gateway.core.commands import Command
 from gateway.errors import invalid, not_found
 from gateway.lifecycle.offboarding import OPERATOR_ACTOR, get_offboarding
@@ -80,7 +81,9 @@ async def tenant_offboard(args: argparse.Namespace, services: Any) -> int:
         return 2
     if not args.yes:
         if not sys.stdin.isatty():
-            print("gateway: offboarding cannot be undone; pass --yes", file=sys.stderr)
+            print("gateway: offboarding destroys every key and all data of the tenant and"
+                  " cannot be undone; stdin is not a terminal, so nothing can ask you to"
+                  " confirm: pass --yes to confirm", file=sys.stderr)
             return 2
         typed = input(f"Offboarding destroys every key and all data of tenant {tenant_id}."
                       " Type the tenant id to confirm: ").strip()
@@ -126,11 +129,18 @@ async def keys_rotate(args: argparse.Namespace, services: Any) -> int:
     current = await service.rotation(tenant_id, required=False)
     if current is None or current["state"] not in OPEN_STATES:
         await service.start_rotation(tenant_id, OPERATOR_ACTOR)
+    last_line = None
     while True:
         await service.run_pending()
         current = await service.rotation(tenant_id)
         if current["state"] in ("completed", "blocked") or not args.wait:
             break
+        # --wait can take [keys] grace_seconds (2 min by default): say what it waits for,
+        # on stderr so stdout keeps the one result line (or JSON object).
+        line = _rotation_progress(current, services.clock.now())
+        if line != last_line:
+            print(line, file=sys.stderr, flush=True)
+            last_line = line
         await asyncio.sleep(min(service.cfg.poll_interval_seconds, 5.0))
     if args.json:
         print(json.dumps(current))
@@ -143,6 +153,18 @@ async def keys_rotate(args: argparse.Namespace, services: Any) -> int:
     return 0 if current["state"] != "blocked" else 1
 
 
+def _rotation_progress(rotation: dict[str, Any], now: Any) -> str:
+    p = rotation["progress"]
+    line = (f"rotation {rotation['state']}: {p['items_done']}/{p['items_total']} items"
+            " rewrapped or resealed")
+    if rotation["state"] == "waiting" and rotation.get("grace_until"):
+        left = (parse_iso(rotation["grace_until"]) - now).total_seconds()
+        # Rounded to 10 s so the line changes (and prints) a few times a minute, not per poll.
+        line += (f"; the old version is destroyed after the grace time ([keys] grace_seconds),"
+                 f" about {max(0, round(left / 10) * 10):.0f} s from now")
+    return line
+
+
 async def keys_status(args: argparse.Namespace, services: Any) -> int:
     status = await get_key_service(services).status(await _known_tenant(services, args.tenant))
     print(json.dumps(status) if args.json else json.dumps(status, indent=2))
@@ -153,7 +175,10 @@ cli_commands = [
     Command(("retention", "run"), retention_run, _configure_run,
             help="delete what the retention policies say is due (batched, resumable)"),
     Command(("tenant", "offboard"), tenant_offboard, _configure_offboard,
-            help="destroy every key and all data of a tenant, keeping the receipt"),
+            help="destroy every key and all data of a tenant, keeping the receipt",
+            description="Destroy every key and all data of a tenant, keeping the receipt."
+                        " This cannot be undone. On a terminal it asks you to type the"
+                        " tenant id; in a script (stdin not a terminal) pass --yes."),
     Command(("keys", "rotate"), keys_rotate, _configure_rotate,
             help="add a key version; rewrap and reseal; destroy the old version"),
     Command(("keys", "status"), keys_status,

@@ -17,11 +17,10 @@ import json
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import keys
-from gateway.core.clock import Clock, isoformat
+from gateway.core.clock import Clock, isoformat, parse_time_field
 from gateway.core.phone import PartyError, normalise_party
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import PARTIES_RECORD
@@ -49,8 +48,8 @@ def parse_number(raw: Any, name: str, default_region: str = "") -> str:
         raise invalid(name, "must be a phone number (any formatting) or address")
     try:
         return normalise_party(raw, default_region)
-    except PartyError:
-        raise invalid(name, "not a phone number or address") from None
+    except PartyError as exc:  # the message says what to fix and never echoes the value
+        raise invalid(name, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class LegalHolds:
         now = self.clock.now()
         ends_at = None
         if body.get("ends_at") is not None:
-            ends = _parse_time("ends_at", body["ends_at"])
+            ends = parse_time_field("ends_at", body["ends_at"])
             if ends <= now:
                 raise invalid("ends_at", "must be in the future")
             ends_at = isoformat(ends)
@@ -208,18 +207,6 @@ class LegalHolds:
         if not changed:
             raise not_found("legal hold")
         self._numbers.forget(hold_id)
-
-
-def _parse_time(name: str, value: Any) -> datetime:
-    if not isinstance(value, str):
-        raise invalid(name, "must be an RFC 3339 time")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(name, "must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise invalid(name, "must carry a time zone")
-    return parsed
 
 
 def classify(row: Any, holds: Holds, ring: keys.TenantKeys | None) -> str:

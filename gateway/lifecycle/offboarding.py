@@ -28,13 +28,12 @@ from typing import TYPE_CHECKING, Any
 import keys
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import DomainError, not_found
-from gateway.lifecycle.rotation import existing_tables
-from gateway.store import Database, WriteTx
+from gateway.store import Database, TableInfo, WriteTx
 from gateway.tenants.keyring import KeyRing
 from gateway.transparency.log import get_audit_log
 
 if TYPE_CHECKING:  # the blob store's interface; the backend is chosen in gateway/services.py
-    from gateway.store.files import FileBlobStore
+    from gateway.store import BlobStore
 
 # Who the audit log names as the actor of what an operator ran from the CLI.
 OPERATOR_ACTOR = {"type": "system", "id": "operator"}
@@ -43,7 +42,7 @@ _CHUNK = 2000
 
 
 class Offboarding:
-    def __init__(self, db: Database, keyring: KeyRing, blobs: FileBlobStore, clock: Clock, *,
+    def __init__(self, db: Database, keyring: KeyRing, blobs: BlobStore, clock: Clock, *,
                  audit: Any = None, integrations: Any = None, ingest: Any = None) -> None:
         self.db = db
         self.keyring = keyring
@@ -101,10 +100,11 @@ class Offboarding:
         versions = [r[0] for r in await self.db.fetchall(
             "SELECT version FROM tenant_keys WHERE tenant_id = ? AND kind = 'kek'", (tenant_id,))]
         counts: dict[str, int] = dict(receipt.get("deleted_rows", {}))
+        schema = await self.db.tables()
         counts["tenant_keys"] = counts.get("tenant_keys", 0) + await self._delete_all(
-            "tenant_keys", tenant_id)
+            schema["tenant_keys"], tenant_id)
         counts["blob_keys"] = counts.get("blob_keys", 0) + await self._delete_all(
-            "blob_keys", tenant_id)
+            schema["blob_keys"], tenant_id)
         self.keyring.forget(tenant_id)
         receipt["key_versions_destroyed"] = sorted(set(versions) | set(
             receipt.get("key_versions_destroyed", [])))
@@ -119,11 +119,11 @@ class Offboarding:
         for table in await self._tenant_tables():
             n = await self._delete_all(table, tenant_id)
             if n:
-                counts[table] = counts.get(table, 0) + n
+                counts[table.name] = counts.get(table.name, 0) + n
         if self.ingest is not None:
             self.ingest.forget_known_calls()
         # 3. The blobs (already unreadable: their data keys are gone).
-        blob_dir_existed = await asyncio.to_thread((self.blobs.root / tenant_id).exists)
+        blob_dir_existed = bool(await self.blobs.list_objects(tenant_id))
         await self.blobs.delete_tenant(tenant_id)
         await self.db.write(lambda tx: tx.execute(
             "DELETE FROM blob_tombstones WHERE tenant_id = ?", (tenant_id,)))
@@ -159,44 +159,32 @@ class Offboarding:
         await self.db.write(finish)
         return receipt
 
-    async def _tenant_tables(self) -> list[str]:
+    async def _tenant_tables(self) -> list[TableInfo]:
         """Tables with a tenant_id column whose rows are the tenant's data, ordered so a
         table is emptied before any table it references."""
         skip = {"tenants", "tenant_keys", "blob_keys", "blob_tombstones"}
-        tables = [t for t in sorted(await existing_tables(self.db))
-                  if t not in skip and not t.startswith(("audit_", "sqlite_"))]
-        with_tenant = []
-        refs: dict[str, set[str]] = {}
-        for table in tables:
-            cols = {c["name"] for c in await self.db.fetchall(f"PRAGMA table_info({table})")}
-            if "tenant_id" in cols:
-                with_tenant.append(table)
-                refs[table] = {r["table"] for r in await self.db.fetchall(
-                    f"PRAGMA foreign_key_list({table})")} - {table}
-        ordered: list[str] = []
-        remaining = set(with_tenant)
+        tables = {name: info for name, info in (await self.db.tables()).items()
+                  if name not in skip and not name.startswith("audit_")
+                  and "tenant_id" in info.columns}
+        ordered: list[TableInfo] = []
+        remaining = set(tables)
         while remaining:
             # A table nobody remaining references can go now.
             ready = sorted(t for t in remaining
-                           if not any(t in refs[o] for o in remaining if o != t))
+                           if not any(t in tables[o].references for o in remaining if o != t))
             if not ready:  # pragma: no cover - a reference cycle: cascades handle it
                 ready = sorted(remaining)
-            ordered.extend(ready)
+            ordered.extend(tables[name] for name in ready)
             remaining -= set(ready)
         return ordered
 
-    async def _delete_all(self, table: str, tenant_id: str) -> int:
-        sql_row = await self.db.fetchone(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,))
-        without_rowid = sql_row is not None and "WITHOUT ROWID" in (sql_row[0] or "").upper()
+    async def _delete_all(self, table: TableInfo, tenant_id: str) -> int:
+        """Delete in chunks by primary key, so one huge tenant is not one huge transaction."""
+        key = ", ".join(table.primary_key)
         total = 0
         while True:
-            if without_rowid:
-                n = await self.db.write(lambda tx: tx.execute(
-                    f"DELETE FROM {table} WHERE tenant_id = ?", (tenant_id,)))
-                return total + n
             n = await self.db.write(lambda tx: tx.execute(
-                f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table}"
+                f"DELETE FROM {table.name} WHERE ({key}) IN (SELECT {key} FROM {table.name}"
                 " WHERE tenant_id = ? LIMIT ?)", (tenant_id, _CHUNK)))
             total += n
             if n < _CHUNK:

@@ -41,13 +41,13 @@ from gateway.tenants.keyring import KeyRing
 from gateway.transparency.log import get_audit_log
 
 if TYPE_CHECKING:  # the blob store's interface; the backend is chosen in gateway/services.py
-    from gateway.store.files import FileBlobStore
+    from gateway.store import BlobStore
 
 log = logging.getLogger("gateway.retention")
 
 
 class RetentionService:
-    def __init__(self, db: Database, keyring: KeyRing, blobs: FileBlobStore, clock: Clock,
+    def __init__(self, db: Database, keyring: KeyRing, blobs: BlobStore, clock: Clock,
                  cfg: RetentionConfig, *, audit: Any = None, registry: Any = None,
                  ingest: Any = None, default_region: str = "") -> None:
         self.db = db

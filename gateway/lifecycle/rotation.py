@@ -42,7 +42,7 @@ from gateway.core.clock import Clock, isoformat, parse_iso
 from gateway.core.jobs import PeriodicJob
 from gateway.errors import DomainError, not_found
 from gateway.lifecycle.settings import KeysConfig
-from gateway.store import Database, WriteTx, sealed
+from gateway.store import Database, TableInfo, WriteTx, sealed
 from gateway.store.sealed import SealedColumn
 from gateway.tenants.keyring import KeyRing
 from gateway.transparency.log import get_audit_log
@@ -67,8 +67,7 @@ def _version_bytes(version: int) -> bytes:
 
 
 async def existing_tables(db: Database) -> set[str]:
-    rows = await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {r[0] for r in rows}
+    return set(await db.tables())
 
 
 class KeyService:
@@ -81,14 +80,20 @@ class KeyService:
         self.audit = audit
         self.owner = uuid.uuid4().hex
         self._job: PeriodicJob | None = None
-        self._tables: set[str] | None = None
+        self._tables: dict[str, TableInfo] | None = None
         # One advance at a time in this process (the background job, the CLI, a test).
         self._lock = asyncio.Lock()
 
-    async def _existing_tables(self) -> set[str]:
+    async def _existing_tables(self) -> dict[str, TableInfo]:
         if self._tables is None:
-            self._tables = await existing_tables(self.db)
+            self._tables = await self.db.tables()
         return self._tables
+
+    async def _row_key(self, spec: SealedColumn) -> str:
+        key = (await self._existing_tables())[spec.table].primary_key
+        if len(key) != 1:
+            raise ValueError(f"sealed table {spec.table} needs a one-column primary key")
+        return key[0]
 
     async def _sources(self) -> list[SealedColumn]:
         tables = await self._existing_tables()
@@ -105,7 +110,7 @@ class KeyService:
 
     async def rotation(self, tenant_id: str, *, required: bool = True) -> dict[str, Any] | None:
         row = await self.db.fetchone(
-            "SELECT * FROM key_rotations WHERE tenant_id = ? ORDER BY started_at DESC, rowid"
+            "SELECT * FROM key_rotations WHERE tenant_id = ? ORDER BY started_at DESC, id"
             " DESC LIMIT 1", (tenant_id,))
         if row is None:
             if required:
@@ -283,11 +288,11 @@ class KeyService:
                 "SELECT COUNT(*) FROM blob_keys WHERE tenant_id = ? AND kek_version < ?",
                 (tenant_id, primary)))[0]
         while not state["finished"]:
-            cursor = state["cursor"] or [0, "", 0]
+            cursor = state["cursor"] or [0, "", ""]
             rows = await self.db.fetchall(
-                "SELECT kek_version, created_at, rowid AS rid, object_id, wrapped FROM blob_keys"
-                " WHERE tenant_id = ? AND kek_version < ? AND (kek_version, created_at, rowid)"
-                " > (?, ?, ?) ORDER BY kek_version, created_at, rowid LIMIT ?",
+                "SELECT kek_version, created_at, object_id, wrapped FROM blob_keys"
+                " WHERE tenant_id = ? AND kek_version < ? AND (kek_version, created_at,"
+                " object_id) > (?, ?, ?) ORDER BY kek_version, created_at, object_id LIMIT ?",
                 (tenant_id, primary, *cursor, batch))
             updates = await asyncio.to_thread(self._rewrap, ring, rows, state)
             state["done"] += len(rows)
@@ -295,19 +300,20 @@ class KeyService:
             state["finished"] = len(rows) < batch
             if rows:
                 state["cursor"] = [rows[-1]["kek_version"], rows[-1]["created_at"],
-                                   rows[-1]["rid"]]
+                                   rows[-1]["object_id"]]
             await self._write_dek_updates(rotation_id, updates, primary, progress)
 
     async def _page(self, spec: SealedColumn, tenant_id: str, cursor: list | None,
                     limit: int) -> list[Any]:
-        cols = ", ".join(spec.keyset)
+        row_key = await self._row_key(spec)
+        cols = ", ".join(spec.keyset or (row_key,))
         where = ""
         params: list[Any] = [tenant_id]
         if cursor is not None:
             where = f" AND ({cols}) > ({', '.join('?' * len(cursor))})"
             params.extend(cursor)
         return await self.db.fetchall(
-            f"SELECT {cols}, rowid AS _rid, {spec.id_column} AS _rec,"
+            f"SELECT {cols}, {row_key} AS _rid, {spec.id_column} AS _rec,"
             f" {spec.column} AS _sealed FROM {spec.table} WHERE tenant_id = ?"
             f" AND {spec.column} IS NOT NULL{where} ORDER BY {cols} LIMIT ?", (*params, limit))
 
@@ -347,10 +353,12 @@ class KeyService:
         lease = isoformat(self.clock.now() + timedelta(seconds=self.cfg.lease_seconds))
         snapshot = json.dumps(progress)
 
+        row_key = await self._row_key(spec)
+
         def unit(tx: WriteTx) -> None:
             if updates:
                 # Compare-and-set: a row rewritten meanwhile keeps its newer value.
-                tx.executemany(f"UPDATE {spec.table} SET {spec.column} = ? WHERE rowid = ?"
+                tx.executemany(f"UPDATE {spec.table} SET {spec.column} = ? WHERE {row_key} = ?"
                                f" AND {spec.column} = ?", updates)
             tx.execute("UPDATE key_rotations SET progress = ?, lease_until = ? WHERE id = ?",
                        (snapshot, lease, rotation_id))
@@ -390,24 +398,19 @@ class KeyService:
         record under another version: the destroy step refuses while any exists."""
         known = {(c.table, c.column) for c in sealed.registered()} | _NOT_SEALED
         found = []
-        for table in sorted(await self._existing_tables()):
-            if table.startswith(("audit_", "sqlite_")):
+        for table, info in sorted((await self._existing_tables()).items()):
+            if table.startswith("audit_") or "tenant_id" not in info.columns:
                 continue
-            columns = await self.db.fetchall(f"PRAGMA table_info({table})")
-            names = {c["name"] for c in columns}
-            if "tenant_id" not in names:
-                continue
-            for col in columns:
-                if (col["type"] or "").upper() != "BLOB" or (table, col["name"]) in known:
+            for column, kind in info.columns.items():
+                if kind != "blob" or (table, column) in known:
                     continue
                 n = (await self.db.fetchone(
-                    f"SELECT COUNT(*) FROM {table} WHERE tenant_id = ? AND typeof({col['name']})"
-                    f" = 'blob' AND length({col['name']}) >= ? AND substr({col['name']}, 1, 1)"
-                    f" = ? AND substr({col['name']}, 1, 5) <> ?",
+                    f"SELECT COUNT(*) FROM {table} WHERE tenant_id = ? AND length({column})"
+                    f" >= ? AND substr({column}, 1, 1) = ? AND substr({column}, 1, 5) <> ?",
                     (tenant_id, _MIN_SEALED_LEN, bytes([_RECORD_FORMAT]),
                      _version_bytes(primary))))[0]
                 if n:
-                    found.append(f"{table}.{col['name']}")
+                    found.append(f"{table}.{column}")
         return found
 
     async def _destroy(self, rotation_id: str, tenant_id: str, primary: int) -> None:

@@ -256,9 +256,11 @@ class Sweeper:
             holds = self.holds.active_tx(tx, tenant_id, ring)
             if holds.tenant:
                 return _BatchResult(stop=True, tenant_held=True)
+            # Locked until the commit: a sweep on another replica (PostgreSQL) waits, then
+            # sees these rows gone, so no item is deleted twice or in two receipts.
             rows = tx.fetchall(QUERIES[data_class].select, {
                 "tenant": tenant_id, "cutoff": cutoff, "ct": cursor[0], "cid": cursor[1],
-                "now": now, "limit": limit})
+                "now": now, "limit": limit}, for_update=True)
             out = _BatchResult(stop=len(rows) < limit, examined=len(rows))
             if not rows:
                 return out

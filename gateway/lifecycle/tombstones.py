@@ -14,7 +14,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,7 +23,7 @@ from gateway.lifecycle.class_queries import marks
 from gateway.store import Database
 
 if TYPE_CHECKING:  # the blob store's interface; the backend is chosen in gateway/services.py
-    from gateway.store.files import FileBlobStore
+    from gateway.store import BlobStore
 
 log = logging.getLogger("gateway.retention")
 
@@ -32,7 +31,7 @@ _CHUNK = 1000
 
 
 class BlobReaper:
-    def __init__(self, db: Database, blobs: FileBlobStore) -> None:
+    def __init__(self, db: Database, blobs: BlobStore) -> None:
         self.db = db
         self.blobs = blobs
         self.last_orphan_scan = time.monotonic()
@@ -87,7 +86,8 @@ class BlobReaper:
             counts["keys"] += await self.db.write(lambda tx, chunk=chunk: tx.execute(
                 f"DELETE FROM blob_keys WHERE object_id IN ({marks(chunk)}) AND NOT EXISTS"
                 " (SELECT 1 FROM recordings r WHERE r.id = blob_keys.object_id)", chunk))
-        files = await asyncio.to_thread(self._list_blob_files)
+        files = [(tenant_id, object_id) for tenant_id in await self.blobs.list_tenants()
+                 for object_id in await self.blobs.list_objects(tenant_id)]
         for i in range(0, len(files), _CHUNK):
             chunk = files[i:i + _CHUNK]
             ids = [o for _, o in chunk]
@@ -100,17 +100,3 @@ class BlobReaper:
         if any(counts.values()):
             log.info("retention: orphans removed: %s", json.dumps(counts))
         return counts
-
-    def _list_blob_files(self) -> list[tuple[str, str]]:
-        out: list[tuple[str, str]] = []
-        root = self.blobs.root
-        if not root.exists():
-            return out
-        for tenant_dir in root.iterdir():
-            if tenant_dir == self.blobs.tmp_dir or not tenant_dir.is_dir():
-                continue
-            for shard in tenant_dir.iterdir():
-                if shard.is_dir():
-                    out.extend((tenant_dir.name, f.name) for f in shard.iterdir()
-                               if len(f.name) == 36)
-        return out

@@ -16,10 +16,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gateway.store.blobs import BlobSink, BlobStore
-from gateway.store.database import Database, IntegrityError, Row, StoreUnavailable, WriteTx
+from gateway.store.database import (
+    Database,
+    IntegrityError,
+    Row,
+    StoreUnavailable,
+    TableInfo,
+    WriteTx,
+)
 
 __all__ = ["BlobSink", "BlobStore", "Database", "IntegrityError", "Row", "StoreUnavailable",
-           "WriteTx", "open_database"]
+           "TableInfo", "WriteTx", "open_database"]
 
 
 async def open_database(url: str, sqlite_path: Path, *, max_batch: int = 256,

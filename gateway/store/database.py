@@ -20,6 +20,7 @@ Invariants (each backend keeps all of them; docs/architecture.md explains why):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from gateway.errors import DomainError
@@ -53,6 +54,16 @@ class WriteTx(Protocol):
                  for_update: bool = False) -> list[Row]: ...
 
 
+@dataclass(frozen=True)
+class TableInfo:
+    """What code that walks the schema (key rotation, offboarding, storage migrate) may
+    know of a table, the same on every backend."""
+    name: str
+    columns: dict[str, str]          # column -> "text" | "integer" | "blob" | "real"
+    primary_key: tuple[str, ...]
+    references: frozenset[str]       # tables its foreign keys point at
+
+
 class Database(Protocol):
     dialect: str                    # "sqlite" | "postgresql"
     commits: int
@@ -64,6 +75,7 @@ class Database(Protocol):
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None: ...
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]: ...
     async def ping(self) -> bool: ...
+    async def tables(self) -> dict[str, TableInfo]: ...   # the application's tables
 
 
 class IntegrityError(Exception):

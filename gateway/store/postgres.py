@@ -28,7 +28,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from gateway.store.database import IntegrityError, Params, StoreUnavailable
+from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import POSTGRESQL, ddl_to_postgresql, to_postgresql
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
@@ -288,6 +288,39 @@ class PostgresDatabase:
         if self._observe_latency is not None:
             self._observe_latency("read", time.perf_counter() - started)
         return rows
+
+    async def tables(self) -> dict[str, TableInfo]:
+        types = {"bytea": "blob", "bigint": "integer", "integer": "integer",
+                 "smallint": "integer", "double precision": "real", "real": "real"}
+        columns: dict[str, dict[str, str]] = {}
+        for r in await self.fetchall(
+                "SELECT c.table_name, c.column_name, c.data_type FROM information_schema.columns c"
+                " JOIN information_schema.tables t ON t.table_schema = c.table_schema AND"
+                " t.table_name = c.table_name WHERE c.table_schema = current_schema() AND"
+                " t.table_type = 'BASE TABLE' AND c.table_name <> 'schema_migrations'"
+                " ORDER BY c.table_name, c.ordinal_position"):
+            columns.setdefault(r["table_name"], {})[r["column_name"]] = types.get(
+                r["data_type"], "text")
+        keys: dict[str, list[str]] = {}
+        references: dict[str, set[str]] = {}
+        for r in await self.fetchall(
+                "SELECT tc.table_name, tc.constraint_type, k.column_name, ccu.table_name AS ref"
+                " FROM information_schema.table_constraints tc"
+                " JOIN information_schema.key_column_usage k ON k.constraint_name ="
+                " tc.constraint_name AND k.table_schema = tc.table_schema"
+                " LEFT JOIN information_schema.constraint_column_usage ccu ON"
+                " ccu.constraint_name = tc.constraint_name AND ccu.table_schema ="
+                " tc.table_schema WHERE tc.table_schema = current_schema() AND"
+                " tc.constraint_type IN ('PRIMARY KEY', 'FOREIGN KEY')"
+                " ORDER BY tc.table_name, k.ordinal_position"):
+            if r["constraint_type"] == "PRIMARY KEY":
+                if r["column_name"] not in keys.setdefault(r["table_name"], []):
+                    keys[r["table_name"]].append(r["column_name"])
+            elif r["ref"] and r["ref"] != r["table_name"]:
+                references.setdefault(r["table_name"], set()).add(r["ref"])
+        return {name: TableInfo(name, cols, tuple(keys.get(name, ())),
+                                frozenset(references.get(name, ())))
+                for name, cols in columns.items()}
 
     async def ping(self) -> bool:
         try:

@@ -27,13 +27,14 @@ class SealedColumn:
     """`record_kind` and the value of `id_column` are what the record is bound to (its AAD).
 
     `keyset` are the columns the rotation job pages by, in the order of an index led by
-    tenant_id (so each page is an index range), ending in a unique column."""
+    tenant_id (so each page is an index range), ending in a unique column; empty means the
+    table's primary key. Rows are updated by their primary key, which every backend has."""
 
     table: str
     column: str
     record_kind: str
     id_column: str = "id"
-    keyset: tuple[str, ...] = ("rowid",)
+    keyset: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from gateway.store.database import IntegrityError, Params
+from gateway.store.database import IntegrityError, Params, TableInfo
 from gateway.store.dialect import SQLITE
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
@@ -185,6 +185,32 @@ class SqliteDatabase:
             return self._writer is not None and self._writer.alive
         except Exception:
             return False
+
+    async def tables(self) -> dict[str, TableInfo]:
+        out = {}
+        for row in await self.fetchall(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE"
+                " 'sqlite_%' AND name <> 'schema_migrations' ORDER BY rowid"):
+            name = row["name"]
+            info = await self.fetchall(f"PRAGMA table_info({name})")
+            references = {r["table"] for r in await self.fetchall(
+                f"PRAGMA foreign_key_list({name})")}
+            out[name] = TableInfo(
+                name, {c["name"]: _affinity(c["type"]) for c in info},
+                tuple(c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]),
+                frozenset(references - {name}))
+        return out
+
+
+def _affinity(declared: str) -> str:
+    declared = (declared or "").upper()
+    if "INT" in declared:
+        return "integer"
+    if "BLOB" in declared:
+        return "blob"
+    if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+        return "real"
+    return "text"
 
 
 # The embedded default keeps its historical name.

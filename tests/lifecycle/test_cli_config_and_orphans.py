@@ -168,8 +168,8 @@ async def test_orphans_from_other_paths_are_collected(gateway):
     rec2 = await env.recording(call2)
     await gateway.services.db.write(lambda tx: tx.execute(
         "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped, created_at)"
-        " VALUES (?, ?, 1, x'00', '2026-01-01T00:00:00Z')",
-        ("11111111-1111-4111-8111-111111111111", env.tenant.id)))
+        " VALUES (?, ?, 1, ?, '2026-01-01T00:00:00Z')",
+        ("11111111-1111-4111-8111-111111111111", env.tenant.id, b"\x00")))
     counts = await service.scan_orphans()
     assert counts == {"keys": 1, "files": 1}
     assert not stray.exists() and env.blob_path(rec2).exists()

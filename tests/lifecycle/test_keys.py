@@ -133,7 +133,8 @@ async def test_unknown_ciphertext_blocks_destruction(gateway):
     table = f"widgets_{uuid.uuid4().hex[:8]}"
     sealed = ring.seal_record("widget", "w1", b"secret")
     await gateway.services.db.write(lambda tx: (
-        tx.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, tenant_id TEXT, secret BLOB)"),
+        tx.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY, tenant_id TEXT, secret"
+                   + (" BYTEA)" if gateway.services.db.dialect == "postgresql" else " BLOB)")),
         tx.execute(f"INSERT INTO {table} VALUES ('w1', ?, ?)", (env.tenant.id, sealed))))
     await env.request("POST", "/v1/keys/rotate")
     await service.run_pending()

@@ -63,9 +63,8 @@ def _decrypt_from_backup(root, wrapping, tenant_id: str, db_copy: Path, blob_cop
 async def _tenant_rows(gateway, tenant_id: str) -> dict[str, int]:
     db = gateway.services.db
     out = {}
-    for (table,) in await db.fetchall("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        cols = {c["name"] for c in await db.fetchall(f"PRAGMA table_info({table})")}
-        if "tenant_id" in cols and table != "tenants":
+    for table, info in (await db.tables()).items():
+        if "tenant_id" in info.columns and table != "tenants":
             n = (await db.fetchone(f"SELECT COUNT(*) FROM {table} WHERE tenant_id = ?",
                                    (tenant_id,)))[0]
             if n:
