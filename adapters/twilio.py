@@ -14,6 +14,13 @@ Signature (`X-Twilio-Signature`), step by step, as Twilio's own RequestValidator
 
 Twilio signs no timestamp. Replays are bounded by the event's own `Timestamp` (RFC 2822)
 against MAX_EVENT_AGE, and inside that window by the dedupe key.
+
+Refusals carry a `detail` that says what to fix (`TwilioSignatureError`): a stale
+Timestamp, or a signature that does not match the URL rebuilt from the gateway's public
+base URL, the most common integration mistake. When the signature does match the URL the
+request arrived at (its Host header), the detail says so. It never echoes a signature,
+token or request value: only the configured public origin and the setting's name. This
+tells an attacker nothing, since without the auth token no signature matches any URL.
 """
 
 from __future__ import annotations
@@ -61,6 +68,9 @@ MAX_SIGNATURE_CHARS = 64
 _ACCOUNT_SID_RE = re.compile(r"AC[0-9a-fA-F]{32}\Z")
 _AUTH_TOKEN_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}\Z")
+# A Host / X-Forwarded-Host value worth trying as the URL Twilio signed (host[:port] only).
+_HOST_HEADER_RE = re.compile(r"[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?\Z")
+_FORWARDED_PROTOS = ("https", "http")
 
 # Twilio CallStatus -> canonical status. "initiated" (Twilio has started dialling) is the
 # canonical "queued": the call exists but is not yet ringing.
@@ -97,6 +107,57 @@ _MEDIA_EXTENSIONS = {".wav": "audio/wav", ".mp3": "audio/mpeg"}
 DEFAULT_MEDIA_EXTENSION = ".wav"
 
 Params = dict[str, list[str]]
+
+
+# --- refusals -----------------------------------------------------------------------------
+
+
+class TwilioSignatureError(SignatureError):
+    """A SignatureError whose `detail` is safe to show the sender and says what to fix."""
+
+    def __init__(self, outcome: str, detail: str) -> None:
+        super().__init__(outcome)
+        self.detail = detail
+
+
+STALE_DETAIL = (
+    "the callback's Timestamp is more than 24 hours old (or in the future): Twilio signs no"
+    " timestamp, so the gateway refuses old callbacks to bound replays")
+MISSING_DETAIL = "no X-Twilio-Signature header: Twilio signs every callback it sends"
+
+
+def _origin(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return scheme + "://" + rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+
+
+def _url_mismatch_detail(url: str, arrived_matches: bool) -> str:
+    setting = f"[server] public_base_url ({_origin(url)})"
+    if arrived_matches:
+        return ("X-Twilio-Signature matches the URL this request was sent to, not the one"
+                f" rebuilt from {setting}: set public_base_url to the scheme, host and port"
+                " Twilio calls")
+    return ("X-Twilio-Signature does not match the URL rebuilt from"
+            f" {setting} with this integration's auth token: public_base_url must be"
+            " exactly the scheme, host and port Twilio calls (behind a proxy, the outside"
+            " URL), and auth_token the account's primary auth token")
+
+
+def _arrived_urls(request: WebhookRequest, url: str) -> list[str]:
+    """The URL rebuilt from the request's own Host (and X-Forwarded-*) headers instead of
+    the configured base: used only to explain a refusal, never to accept a delivery."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return []
+    tail = rest[len(rest.split("/", 1)[0]):]
+    hosts = [h for h in (c.header(request.headers, "x-forwarded-host"),
+                         c.header(request.headers, "host"))
+             if h and _HOST_HEADER_RE.match(h.strip())]
+    proto = c.header(request.headers, "x-forwarded-proto")
+    schemes = [p for p in dict.fromkeys([(proto or "").strip().lower(), *_FORWARDED_PROTOS])
+               if p in _FORWARDED_PROTOS]
+    candidates = [f"{s}://{h.strip()}{tail}" for h in dict.fromkeys(hosts) for s in schemes]
+    return [u for u in candidates if u != url]
 
 
 # --- credentials --------------------------------------------------------------------------
@@ -187,7 +248,7 @@ def _verified_params(request: WebhookRequest, credentials: Mapping[str, Any]) ->
     body = c.body_bytes(request.body)
     signature = c.header(request.headers, SIGNATURE_HEADER)
     if not signature:
-        raise SignatureError("missing_signature")
+        raise TwilioSignatureError("missing_signature", MISSING_DETAIL)
     if len(signature) > MAX_SIGNATURE_CHARS or not signature.isascii():
         raise SignatureError()
 
@@ -207,16 +268,23 @@ def _verified_params(request: WebhookRequest, credentials: Mapping[str, Any]) ->
     else:
         signed = params = _to_params(_parse_query_pairs(c.decode_utf8(body, "body"), "body"))
 
-    ok = False
-    for candidate in _url_variants(url):
-        if c.constant_time_equal(compute_signature(token, candidate, signed), signature):
-            ok = True
-    if not ok:
-        raise SignatureError()
+    if not _signed_over_any(token, _url_variants(url), signed, signature):
+        arrived = [variant for candidate in _arrived_urls(request, url)
+                   for variant in _url_variants(candidate)]
+        raise TwilioSignatureError("bad_signature", _url_mismatch_detail(
+            url, _signed_over_any(token, arrived, signed, signature)))
 
     if method != "GET" and body_hash is not None:
         params = _json_params(body)
     return params
+
+
+def _signed_over_any(token: str, urls: list[str], signed: Params, signature: str) -> bool:
+    ok = False
+    for candidate in urls:  # every candidate is computed: no early exit to time
+        if c.constant_time_equal(compute_signature(token, candidate, signed), signature):
+            ok = True
+    return ok
 
 
 @c.contained
@@ -270,7 +338,10 @@ def verify_and_parse(
 
     occurred_at = c.opt_time(f, "Timestamp", "Timestamp", c.parse_rfc2822)
     if occurred_at is not None:
-        c.check_window(occurred_at, now, max_age=MAX_EVENT_AGE)
+        try:
+            c.check_window(occurred_at, now, max_age=MAX_EVENT_AGE)
+        except SignatureError:
+            raise TwilioSignatureError("stale", STALE_DETAIL) from None
 
     call_sid = c.req_id(f, "CallSid", "CallSid")
     if c.opt_id(f, "RecordingSid", "RecordingSid") is not None:

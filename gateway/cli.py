@@ -8,15 +8,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from aiohttp.web_runner import GracefulExit
 
 from gateway.config import Config, ConfigError, load_config
 from gateway.core.commands import Command
 from gateway.core.logs import setup_logging
 from gateway.errors import DomainError
 from gateway.services import GatewayServices, NotInitialised, init_storage, open_services
+
+# One line per command group in `gateway --help`.
+GROUP_HELP = {
+    "tenant": "create and offboard tenants",
+    "staff": "support staff accounts",
+    "audit": "verify transparency logs and print their verifier keys",
+    "retention": "run the retention sweep by hand",
+    "keys": "rotate tenant keys and show their state",
+    "dev": "development helpers: signed sample deliveries",
+}
 
 
 def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -73,21 +86,27 @@ async def cmd_staff_create(args: argparse.Namespace, config: Config) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
-    parser.add_argument("--config", help="TOML config file (default: $GATEWAY_CONFIG)")
+    parser = argparse.ArgumentParser(prog="gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", metavar="PATH",
+                        help="TOML config file (default: $GATEWAY_CONFIG; see"
+                             " config.example.toml)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def add(path: tuple[str, ...], run, configure=None, help_text: str = "") -> None:
+    def add(path: tuple[str, ...], run, configure=None, help_text: str = "",
+            description: str = "") -> None:
         parent = sub
         for name in path[:-1]:
             existing = parent.choices.get(name)
             if existing is None:
-                existing = parent.add_parser(name)
+                existing = parent.add_parser(name, help=GROUP_HELP.get(name, ""),
+                                             description=GROUP_HELP.get(name))
                 existing.add_subparsers(dest=f"{name}_command", required=True)
             parent = next(a for a in existing._actions
                           if isinstance(a, argparse._SubParsersAction))
-        p = parent.add_parser(path[-1], help=help_text)
-        p.add_argument("--json", action="store_true", help="print JSON")
+        p = parent.add_parser(path[-1], help=help_text, description=description or help_text)
+        p.add_argument("--json", action="store_true",
+                       help="print one JSON object (for scripts) instead of text")
         if configure:
             configure(p)
         p.set_defaults(run=run)
@@ -95,19 +114,23 @@ def build_parser() -> argparse.ArgumentParser:
     add(("init",), cmd_init, help_text="create the data directory, keys and schema")
     add(("serve",), cmd_serve, help_text="serve the API and the metrics listener")
     add(("tenant", "create"), cmd_tenant_create,
-        lambda p: p.add_argument("--name", required=True), "create a tenant and an API key")
+        lambda p: p.add_argument("--name", required=True,
+                                 help="the tenant's display name (kept encrypted)"),
+        "create a tenant and print its API key (shown once)")
 
     def staff_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--name", required=True)
-        p.add_argument("--employer", required=True)
+        p.add_argument("--name", required=True, help="the person's name (kept encrypted;"
+                                                      " tenants see a pseudonym)")
+        p.add_argument("--employer", required=True, help="the company that employs them")
         p.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. DE")
     add(("staff", "create"), cmd_staff_create, staff_args, "create a support staff account")
     from gateway import features
-    for area in features.modules():
+    from gateway.dev import cli as dev_cli
+    for area in [*features.modules(), dev_cli]:
         for command in getattr(area, "cli_commands", []):
             if isinstance(command, Command):
                 run = command.run if command.offline else _opening_services(command.run)
-                add(command.path, run, command.configure, command.help)
+                add(command.path, run, command.configure, command.help, command.description)
             else:  # (path, configure, run(args, config)): commands not yet moved to Command
                 path, configure, run = command
                 add(path, run, configure)
@@ -134,10 +157,20 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(args.run(args, config))
     except (ConfigError, NotInitialised) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
+        if isinstance(exc, NotInitialised) and not (args.config or
+                                                    os.environ.get("GATEWAY_CONFIG")):
+            # Without a config the defaults put the data directory under the current
+            # directory: the usual cause is running from elsewhere, not a missing init.
+            print("gateway: no --config and no $GATEWAY_CONFIG, so the built-in defaults"
+                  " (./data under this directory) were used. If the gateway is set up"
+                  " elsewhere, pass --config PATH to its config file; `gateway init` here"
+                  " would create a second, empty data directory.", file=sys.stderr)
         return 2
     except DomainError as problem:
         print(f"gateway: {problem.title}: {problem.detail or ''}".rstrip(": "), file=sys.stderr)
         return 1
+    except GracefulExit:  # SIGTERM/SIGINT while serving: aiohttp's normal, clean stop
+        return 0
     except KeyboardInterrupt:
         return 130
 

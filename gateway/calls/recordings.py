@@ -7,9 +7,12 @@ Write path (upload, platform fetch, live stream all use `RecordingWriter`):
      temp file; nothing plaintext touches the disk;
   3. the temp file is fsync'd and renamed into place, then one commit flips the row to
      'available' with its sealed metadata (content type, true length).
-A crash anywhere leaves a 'writing' row whose lease runs out; `recover()` at start (and
-the retention sweep later) removes its key, blob and row. Readers only ever see
-'available' and 'incomplete' rows.
+A crash anywhere leaves a 'writing' row whose lease runs out; `recover()` at start and
+then periodically (`abandoned_upload_sweep()`, a PeriodicJob, so an abandoned upload never
+waits for the next restart) removes its key, blob, temp file and row, counted in
+`gateway_recovered_total`. Readers only ever see 'available' and 'incomplete' rows.
+Out of space is the blob store's 507 (or the database's 503) to the uploader; what was
+written so far is aborted, or left to the sweep if even the abort cannot write.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from typing import Any
 import keys
 from gateway.calls.service import VISIBLE_RECORDING_STATES
 from gateway.core.clock import Clock, isoformat
+from gateway.core.jobs import PeriodicJob
 from gateway.core.metrics import Metrics
-from gateway.errors import DomainError, not_found
-from gateway.store import BlobStore, Database, WriteTx, sealed
+from gateway.errors import DomainError, insufficient_storage, not_found
+from gateway.store import BlobStore, Database, StoreUnavailable, WriteTx, sealed
 from gateway.store.ids import new_id
 from gateway.tenants.keyring import KeyRing
 
@@ -47,6 +51,17 @@ LEASE_SECONDS = 300.0
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
+def technical_stats(raw: str | bytes | None) -> dict[str, Any] | None:
+    """The `recordings.stats` column as the tenant sees it: what the gateway measured about
+    the audio while it arrived (duration, codec, levels, clipping, silence, one-way audio,
+    loss, level envelope; gateway/media/stats.py). None when nothing was measured: uploads
+    and platform downloads are stored as the bytes received, in any format."""
+    if not raw:
+        return None
+    stats = json.loads(raw)
+    return stats if isinstance(stats, dict) else None
+
+
 @dataclass(frozen=True)
 class OpenedRecording:
     id: str
@@ -55,9 +70,18 @@ class OpenedRecording:
     length: int
     state: str
     _iter: Callable[[int, int], AsyncIterator[bytes]]
+    source: str | None = None
+    stats: dict[str, Any] | None = None
 
     def iter_range(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         return self._iter(start, self.length if end is None else end)
+
+    def describe(self) -> dict[str, Any]:
+        """The tenant's view of the recording (GET /v1/recordings/{id}): never the audio."""
+        return {"id": self.id, "call_id": self.call_id, "state": self.state,
+                "source": self.source, "content_type": self.content_type,
+                "length": self.length, "stats": self.stats,
+                "audio_url": f"/v1/recordings/{self.id}/audio"}
 
 
 class RecordingWriter:
@@ -138,6 +162,7 @@ class RecordingService:
         # How recovery treats an abandoned 'writing' row, by source. The default deletes it;
         # a live stream may instead keep what was written as an 'incomplete' recording.
         self.recovery_handlers: dict[str, Callable[[dict[str, Any]], Awaitable[str]]] = {}
+        self.sweep: PeriodicJob | None = None    # set by abandoned_upload_sweep()
 
     def _lease(self) -> str:
         return isoformat(self.clock.now() + timedelta(seconds=LEASE_SECONDS))
@@ -169,7 +194,19 @@ class RecordingService:
     async def store_stream(self, tenant_id: str, call_id: str, content_type: str | None,
                            chunks: AsyncIterator[bytes], *, source: str = "upload",
                            max_bytes: int | None = None) -> dict[str, Any]:
-        """Store a whole recording from an async byte stream (upload, fetch)."""
+        """Store a whole recording from an async byte stream (upload, fetch). Out of space
+        anywhere (the database's row, the blob) is one 507 (insufficient storage)."""
+        try:
+            return await self._store_stream(tenant_id, call_id, content_type, chunks,
+                                            source=source, max_bytes=max_bytes)
+        except StoreUnavailable as exc:
+            if getattr(exc, "out_of_space", False):
+                raise insufficient_storage("database") from None
+            raise
+
+    async def _store_stream(self, tenant_id: str, call_id: str, content_type: str | None,
+                            chunks: AsyncIterator[bytes], *, source: str,
+                            max_bytes: int | None) -> dict[str, Any]:
         writer = await self.begin(tenant_id, call_id, source)
         try:
             async for chunk in chunks:
@@ -179,8 +216,19 @@ class RecordingService:
                 await writer.write(chunk)
             return await writer.finish(content_type)
         except BaseException:
-            await writer.abort()
+            try:
+                await writer.abort()
+            except Exception as exc:   # e.g. a full disk: the lease expires, the sweep cleans
+                log.warning("upload abort deferred to the sweep (%s)", type(exc).__name__)
             raise
+
+    def abandoned_upload_sweep(self) -> PeriodicJob:
+        """The job that runs `recover()` every lease renewal period: a 'writing' row (with
+        its temp file) left by a crashed process or a killed client is removed once its
+        lease has expired, whether or not the process restarts."""
+        self.sweep = PeriodicJob("recordings-abandoned-uploads", self.recover,
+                                 interval=LEASE_RENEW_SECONDS)
+        return self.sweep
 
     async def _renew_lease(self, recording_id: str) -> None:
         lease = self._lease()
@@ -210,7 +258,8 @@ class RecordingService:
     async def open(self, tenant_id: str, recording_id: str,
                    states: tuple[str, ...] = VISIBLE_RECORDING_STATES) -> OpenedRecording:
         row = await self.db.fetchone(
-            "SELECT r.id, r.call_id, r.state, r.meta, k.wrapped FROM recordings r"
+            "SELECT r.id, r.call_id, r.state, r.source, r.stats, r.meta, k.wrapped"
+            " FROM recordings r"
             " JOIN blob_keys k ON k.object_id = r.id"
             f" WHERE r.id = ? AND r.tenant_id = ? AND r.state IN ({','.join('?' * len(states))})",
             (recording_id, tenant_id, *states))
@@ -245,7 +294,8 @@ class RecordingService:
                 await asyncio.to_thread(fileobj.close)
 
         return OpenedRecording(row["id"], row["call_id"], meta["content_type"], length,
-                               row["state"], iterate)
+                               row["state"], iterate, row["source"],
+                               technical_stats(row["stats"]))
 
     async def recover(self) -> dict[str, int]:
         """Clean up what crashed writers left: 'writing' rows past their lease and temp files
@@ -269,6 +319,7 @@ class RecordingService:
         for object_id, _age in await self.blobs.incomplete_uploads():
             if object_id not in live and await self.blobs.discard_incomplete(object_id):
                 counts["temp_files"] = counts.get("temp_files", 0) + 1
+                self.metrics.recovered.labels("recording_temp_file").inc()
         if counts:
             log.info("recovery: %s", json.dumps(counts))
         return counts

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
 from typing import Any
 
 from adapters.events import CALL_STATUSES
-from gateway.core.clock import isoformat
+from gateway.core.clock import isoformat, parse_time_field
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import PARTIES_RECORD
 from gateway.store import Database
@@ -29,26 +28,24 @@ def encode_cursor(sort_time: str, call_id: str) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[str, str]:
+    """The (sort key, id) pair `encode_cursor` wrote. Anything else, including nested or
+    non-text JSON a client crafted, is a 422 naming the cursor (never a 500)."""
     try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
         if (isinstance(value, list) and len(value) == 2
-                and all(isinstance(v, str) for v in value)):
+                and all(isinstance(v, str) and v.isprintable() and len(v) <= 64
+                        for v in value)):
+            value[0].encode()
+            value[1].encode()
             return value[0], value[1]
-    except (ValueError, UnicodeError):
+    except (ValueError, UnicodeError, RecursionError):
         pass
     raise invalid("cursor", "not a cursor this API issued")
 
 
 def parse_time_param(name: str, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(name, "must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise invalid(name, "must carry a time zone")
-    return isoformat(parsed)
+    """A query-string time filter as stored text (UTC, `Z`); None when absent."""
+    return None if value is None else isoformat(parse_time_field(name, value))
 
 
 class CallService:
@@ -100,10 +97,12 @@ class CallService:
             " ORDER BY received_at, id", (call_id,))
         call["events"] = [dict(e) for e in events]
         recordings = await self.db.fetchall(
-            "SELECT id, state, source, created_at FROM recordings WHERE call_id = ? AND"
+            "SELECT id, state, source, created_at, stats FROM recordings WHERE call_id = ? AND"
             f" state IN ({','.join('?' * len(VISIBLE_RECORDING_STATES))}) ORDER BY created_at",
             (call_id, *VISIBLE_RECORDING_STATES))
-        call["recordings"] = [dict(r) for r in recordings]
+        # `stats`: what was measured at ingest (gateway/calls/recordings.technical_stats).
+        call["recordings"] = [{**dict(r), "stats": json.loads(r["stats"]) if r["stats"] else None}
+                              for r in recordings]
         return call
 
     async def exists(self, tenant_id: str, call_id: str) -> bool:

@@ -1,6 +1,9 @@
 """Party normalisation: phone numbers to E.164 with `phonenumbers`; other addresses (SIP
 URIs, Twilio `client:` identities, WhatsApp ids) kept in a canonical text form. Either way
-the result is sealed and blind-indexed, never stored or logged in the clear."""
+the result is sealed and blind-indexed, never stored or logged in the clear.
+
+Invariant: an error message never contains the input; it says what form is expected (the
++country form) and which setting reads national numbers ([privacy] default_region)."""
 
 from __future__ import annotations
 
@@ -44,7 +47,21 @@ def normalise_party(raw: str, default_region: str = "") -> str:
             continue
         if phonenumbers.is_possible_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    raise PartyError("not a phone number or address")
+    raise PartyError(unreadable_number_message(text, default_region))
+
+
+def unreadable_number_message(text: str, default_region: str = "") -> str:
+    """What to fix when `text` is not a number or address: the +country form, and the
+    setting that lets national numbers through. Never contains `text` itself."""
+    national = not text.startswith(("+", "00")) and any(ch.isdigit() for ch in text)
+    if national and not default_region:
+        return ("not a phone number or address: a number without its +country code can only"
+                " be read when the operator sets [privacy] default_region (e.g. \"GB\");"
+                " write it as +<country code><number>, e.g. +44 20 7946 0958")
+    region = (f"; numbers without a +country code are read as {default_region}"
+              " ([privacy] default_region)") if default_region else ""
+    return ("not a phone number or address: write it as +<country code><number>, e.g."
+            " +44 20 7946 0958, or as a sip:/tel: URI" + region)
 
 
 def try_normalise_party(raw: str | None, default_region: str = "") -> str | None:

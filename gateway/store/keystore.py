@@ -35,7 +35,8 @@ from botocore import exceptions as boto_errors
 import keys
 from gateway.errors import ConfigError
 from gateway.store.files import FileBlobStore, _fsync_dir
-from gateway.store.s3 import ObjectStoreError, Observer, S3BlobStore, S3Settings, _S3Client
+from gateway.store.s3 import S3BlobStore
+from gateway.store.s3_client import ObjectStoreError, Observer, S3Client, S3Settings
 
 __all__ = [
     "KeyStore",
@@ -214,7 +215,7 @@ class FileKeyStore:
 
 
 # -- S3 -------------------------------------------------------------------------------------
-class S3KeyStore(_S3Client):
+class S3KeyStore(S3Client):
     """Key objects in an S3 bucket under a prefix (a different bucket or prefix from the
     blobs, which configuration enforces)."""
 

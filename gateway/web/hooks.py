@@ -36,14 +36,21 @@ async def _deliver(request: web.Request) -> web.Response:
         result = await svc.ingest.handle_webhook(platform, request.match_info["integration_id"],
                                                  delivery)
     except adapters.AdapterError as exc:
-        # The adapter's message names a field at most; signature failures say nothing more.
-        detail = None if isinstance(exc, adapters.SignatureError) else str(exc)
+        # The adapter's message names a field at most; signature failures say nothing more
+        # unless the adapter gives a `detail` written to be shown (what to fix, no secret).
+        detail = (getattr(exc, "detail", None) if isinstance(exc, adapters.SignatureError)
+                  else str(exc))
         extra = {"field": exc.field} if getattr(exc, "field", None) else {}
         raise DomainError(exc.status, exc.problem_type, "webhook rejected", detail, **extra) \
             from None
     if isinstance(result, HandshakeReply):
         return web.Response(status=result.status, text=result.body, content_type="text/plain")
-    return json_response({"accepted": result.accepted, "duplicates": result.duplicates})
+    # 200 even when events were rejected (unusable fields): a retry could never succeed,
+    # and every platform retries a non-2xx (docs/platforms.md, "Unusable fields").
+    counts = {"accepted": result.accepted, "duplicates": result.duplicates}
+    if result.rejected:
+        counts["rejected"] = result.rejected
+    return json_response(counts)
 
 
 @routes.post("/v1/hooks/{platform}/{integration_id}")

@@ -13,13 +13,38 @@ TENANT_AUTH = [{"tenantKey": []}]
 STAFF_AUTH = [{"staffToken": []}]
 
 
+# Answers any operation may give besides its own (issue 13, item 6: every status code an
+# operation returns is declared): a store that cannot serve now (503 + Retry-After), and
+# for a request with a body: undecodable (400), too slow (408), too large (413), not JSON
+# (415). Authenticated operations answer 401 before looking at anything else.
+STORE_ERRORS = ("503",)
+BODY_ERRORS = ("400", "408", "413", "415")
+
+
 def op(summary: str, *, auth: list | None = TENANT_AUTH, ok: str = "200",
        ok_description: str = "OK", body: dict | None = None, params: list | None = None,
        errors: tuple[str, ...] = ("401", "404", "422"), content: str = "application/json",
-       tag: str = "tenant") -> dict[str, Any]:
+       tag: str = "tenant", ok_schema: dict | None = None,
+       ok_content: str | None = "application/json") -> dict[str, Any]:
+    """One operation. `ok_schema` is the success body's schema (an object of any shape
+    when not given); `ok_content` None means the success answer has no body (204) or is
+    not JSON (audio, HTML, SDP: pass that media type)."""
+    codes = set(errors) | set(STORE_ERRORS)
+    if auth is not None:
+        codes.add("401")
+    if body is not None:
+        codes |= set(BODY_ERRORS) if content == "application/json" else {"400", "408",
+                                                                         "413"}
+    success: dict[str, Any] = {"description": ok_description}
+    if ok == "204":
+        ok_content = None
+    if ok_content is not None:
+        schema = ok_schema if ok_schema is not None else (
+            {"type": "object"} if ok_content == "application/json" else {"type": "string"})
+        success["content"] = {ok_content: {"schema": schema}}
     operation: dict[str, Any] = {
         "summary": summary, "tags": [tag],
-        "responses": {ok: {"description": ok_description}, **{e: PROBLEM for e in errors}}}
+        "responses": {ok: success, **{e: PROBLEM for e in sorted(codes)}}}
     if auth is not None:
         operation["security"] = auth
     if body is not None:
@@ -38,46 +63,110 @@ def p(name: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
 
 
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _items(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": ["items"],
+            "properties": {"items": {"type": "array", "items": _ref(name)}}}
+
+
+def _page(name: str) -> dict[str, Any]:
+    page = _items(name)
+    page["required"] = ["items", "next_cursor"]
+    page["properties"]["next_cursor"] = {"type": ["string", "null"]}
+    return page
+
+
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+_TEXT = {"type": ["string", "null"]}
+
 PATHS: dict[str, dict[str, Any]] = {
-    "/healthz": {"get": op("liveness", auth=None, errors=(), tag="ops")},
-    "/readyz": {"get": op("readiness: database and blob store reachable", auth=None,
-                          errors=("503",), tag="ops")},
+    "/healthz": {"get": op("liveness", auth=None, errors=(), tag="ops", ok_schema={
+        "type": "object", "required": ["status"], "properties": {"status": {"const": "ok"}}})},
+    "/readyz": {"get": op("readiness: database and blob store reachable and writable, with "
+                          "at least [storage] min_free_bytes free (503 names what fails)",
+                          auth=None, errors=("503",), tag="ops", ok_schema=_ref("Readiness"))},
     "/v1/openapi.json": {"get": op("this document", auth=None, errors=(), tag="ops")},
     "/v1/integrations": {
         "post": op("connect a platform; credentials are write-only", ok="201",
                    body={"$ref": "#/components/schemas/IntegrationCreate"},
-                   errors=("400", "401", "413", "415", "422")),
-        "get": op("list integrations (never their credentials)", errors=("401",))},
+                   errors=("400", "401", "413", "415", "422"), ok_schema=_ref("Integration")),
+        "get": op("list integrations (never their credentials)", errors=("401",),
+                  ok_schema=_items("Integration"))},
     "/v1/integrations/{integration_id}": {
         "parameters": [p("integration_id")],
-        "get": op("one integration"),
+        "get": op("one integration", ok_schema=_ref("Integration")),
         "delete": op("disable an integration", ok="204")},
     "/v1/calls": {"get": op("list calls, newest first, cursor-paginated", params=[
         q("status", "canonical status"), q("since", "RFC 3339, inclusive"),
         q("until", "RFC 3339, exclusive"), q("cursor", "next_cursor of the previous page"),
-        q("limit", "1-200, default 50", {"type": "integer"})])},
+        q("limit", "1-200, default 50", {"type": "integer"})], ok_schema=_page("Call"))},
     "/v1/calls/{call_id}": {"parameters": [p("call_id")],
-                            "get": op("one call with parties, events and recordings")},
+                            "get": op("one call with parties, events and recordings",
+                                      ok_schema=_ref("Call"))},
     "/v1/calls/{call_id}/recordings": {
         "parameters": [p("call_id")],
         "post": op("upload a recording (any bytes, streamed)", ok="201",
                    body={"type": "string", "format": "binary"}, content="*/*",
-                   errors=("401", "404", "413", "422"))},
+                   errors=("401", "404", "413", "422", "507"), ok_schema=_ref("Recording"))},
     "/v1/recordings/{recording_id}": {"parameters": [p("recording_id")],
-                                      "get": op("recording metadata")},
+                                      "get": op("recording metadata",
+                                                ok_schema=_ref("Recording"))},
     "/v1/recordings/{recording_id}/audio": {
         "parameters": [p("recording_id")],
         "get": op("the audio as uploaded; honours a single Range", ok_description="audio",
-                  errors=("401", "404", "416"))},
+                  errors=("401", "404", "416"), ok_content="*/*")},
     "/v1/hooks/{platform}/{integration_id}": {
         "parameters": [p("platform"), p("integration_id")],
-        "post": op("platform webhook; authenticated by the platform's signature", auth=None,
-                   errors=("400", "401", "404", "413", "422"), tag="platform"),
-        "get": op("subscription handshake (WhatsApp hub.challenge)", auth=None,
-                  errors=("401", "404"), tag="platform")},
+        "post": op("platform webhook; authenticated by the platform's signature. Events "
+                   "with an unusable field are answered 200 and counted as rejected "
+                   "(docs/platforms.md)", auth=None, ok_schema=_ref("WebhookAck"),
+                   errors=("400", "401", "403", "404", "408", "413", "422"), tag="platform"),
+        "get": op("subscription handshake (WhatsApp hub.challenge; Twilio may also send "
+                  "status callbacks by GET)", auth=None, ok_content="*/*",
+                  errors=("400", "401", "403", "404", "422"), tag="platform")},
 }
 
 SCHEMAS: dict[str, Any] = {
+    "Readiness": {"type": "object", "required": ["status", "checks"], "properties": {
+        "status": {"enum": ["ready", "not-ready"]},
+        "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+        "failing": {"type": "array", "items": {"type": "string"}}}},
+    "Integration": {"type": "object",
+                    "required": ["id", "platform", "name", "options", "created_at",
+                                 "webhook_url"],
+                    "not": {"required": ["credentials"]},
+                    "properties": {"id": {"type": "string", "format": "uuid"},
+                                   "platform": {"enum": list(adapters.PLATFORMS)},
+                                   "name": _TEXT, "options": {"type": "object"},
+                                   "created_at": {"type": "string", "format": "date-time"},
+                                   "webhook_url": {"type": "string"}}},
+    "Call": {"type": "object",
+             "required": ["id", "integration_id", "platform", "platform_call_id", "status",
+                          "direction", "from", "to", "started_at", "ended_at",
+                          "duration_seconds", "created_at", "updated_at"],
+             "properties": {"id": {"type": "string", "format": "uuid"},
+                            "integration_id": {"type": "string"},
+                            "platform": {"type": "string"},
+                            "platform_call_id": {"type": "string"},
+                            "status": _TEXT, "direction": _TEXT, "from": _TEXT, "to": _TEXT,
+                            "started_at": _TIME, "ended_at": _TIME,
+                            "duration_seconds": {"type": ["integer", "null"]},
+                            "created_at": _TIME, "updated_at": _TIME,
+                            "events": {"type": "array", "items": {"type": "object"}},
+                            "recordings": {"type": "array", "items": {"type": "object"}}}},
+    "Recording": {"type": "object", "required": ["id", "call_id", "state"],
+                  "properties": {"id": {"type": "string", "format": "uuid"},
+                                 "call_id": {"type": "string", "format": "uuid"},
+                                 "state": {"enum": ["available", "incomplete"]},
+                                 "content_type": _TEXT,
+                                 "length": {"type": ["integer", "null"], "minimum": 0}}},
+    "WebhookAck": {"type": "object", "required": ["accepted", "duplicates"],
+                   "properties": {"accepted": {"type": "integer", "minimum": 0},
+                                  "duplicates": {"type": "integer", "minimum": 0},
+                                  "rejected": {"type": "integer", "minimum": 1}}},
     "DomainError": {"type": "object", "required": ["type", "title", "status"], "properties": {
         "type": {"type": "string", "description": "stable urn:vgw:problem:<slug>"},
         "title": {"type": "string"}, "status": {"type": "integer"},
@@ -92,11 +181,66 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+# -- recording metadata and the technical stats measured at ingest (gateway/media/stats.py) --
+_NUM = {"type": "number"}
+_INT = {"type": "integer"}
+SCHEMAS["RecordingStats"] = {
+    "type": ["object", "null"],
+    "description": "what the gateway measured about the audio while it arrived (live"
+                   " streams, WHIP, WhatsApp); null for uploads and platform downloads,"
+                   " which are stored as received. Levels are dBFS (-100 = digital silence).",
+    "properties": {
+        "duration_seconds": _NUM, "codec": {"type": "string"}, "sample_rate": _INT,
+        "channels": _INT, "channel_names": {"type": "array", "items": {"type": "string"}},
+        "per_channel": {"type": "array", "items": {"type": "object", "properties": {
+            "rms_dbfs": _NUM, "peak_dbfs": _NUM, "clipped_ratio": _NUM, "dc_offset": _NUM,
+            "silence_ratio": _NUM}}},
+        "one_way_audio": {"type": ["boolean", "null"],
+                          "description": "one channel silent while the other carries"
+                                         " speech; null for one channel"},
+        "longest_gap_ms": _NUM, "frames_received": _INT,
+        "frames_lost": {"type": ["integer", "null"],
+                        "description": "null when the platform's frames carry no sequence"},
+        "frames_reordered": {"type": ["integer", "null"]}, "frames_late": _INT,
+        "frames_duplicated": _INT, "silence_filled_seconds": _NUM, "timestamp_jumps": _INT,
+        "envelope": {"type": "object", "properties": {
+            "resolution_seconds": _NUM,
+            "rms_dbfs": {"type": "array", "description": "per channel, one level per bucket",
+                         "items": {"type": "array", "items": _NUM}}}},
+        "stored": {"type": "object", "description": "the stored WAV's layout"},
+        "end_reason": {"type": "string"}}}
+SCHEMAS["Recording"] = {
+    "type": "object", "required": ["id", "call_id", "state", "content_type", "length", "stats"],
+    "properties": {
+        "id": {"type": "string"}, "call_id": {"type": "string"},
+        "state": {"enum": ["available", "incomplete"]}, "source": {"type": "string"},
+        "content_type": {"type": "string"}, "length": _INT, "audio_url": {"type": "string"},
+        "stats": {"$ref": "#/components/schemas/RecordingStats"}}}
+PATHS["/v1/recordings/{recording_id}"]["get"]["responses"]["200"] = {
+    "description": "recording metadata and its technical stats",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Recording"}}}}
+
 # -- staff access, tenant access policy, transparency log (docs/staff-access.md) ------------
 def _staff_access_paths() -> dict[str, dict[str, Any]]:
     from gateway.access.diagnostics import json_schema
 
     SCHEMAS["TechnicalView"] = json_schema()
+    SCHEMAS["AccessGrant"] = {
+        "type": "object", "required": ["id", "tenant_id", "staff", "purpose", "level",
+                                       "reference", "scope", "state", "created_at"],
+        "properties": {"id": {"type": "string", "format": "uuid"},
+                       "tenant_id": {"type": "string", "format": "uuid"},
+                       "staff": {"type": "object", "required": ["id"]},
+                       "purpose": {"type": "string"}, "level": {"enum": ["technical", "audio"]},
+                       "reference": {"type": "string"}, "scope": {"type": "object"},
+                       "state": {"enum": ["pending", "approved", "denied", "expired",
+                                          "revoked", "used"]},
+                       "single_use": {"type": "boolean"},
+                       "duration_seconds": {"type": ["integer", "null"]},
+                       "created_at": {"type": "string", "format": "date-time"}}}
+    grant, grants = _ref("AccessGrant"), _page("AccessGrant")
+    b64 = {"type": "string", "contentEncoding": "base64"}
+    proof = {"type": "array", "items": b64}
     SCHEMAS["AccessRequestCreate"] = {
         "type": "object", "additionalProperties": False,
         "required": ["tenant", "scope", "purpose", "reference"],
@@ -141,20 +285,21 @@ def _staff_access_paths() -> dict[str, dict[str, Any]]:
         "/v1/staff/access-requests": {
             "post": op("request access to a tenant's calls", ok="201",
                        body={"$ref": "#/components/schemas/AccessRequestCreate"},
-                       errors=("400", "401", "413", "415", "422"), **staff),
+                       errors=("400", "401", "413", "415", "422"), ok_schema=grant, **staff),
             "get": op("this staff member's requests and grants", errors=("401", "422"),
                       params=[q("state", "pending|approved|denied|expired|revoked|used"),
                               q("cursor", "next_cursor of the previous page"),
-                              q("limit", "1-200, default 50", {"type": "integer"})], **staff)},
+                              q("limit", "1-200, default 50", {"type": "integer"})],
+                      ok_schema=grants, **staff)},
         "/v1/staff/access-requests/{request_id}": {
             "parameters": [p("request_id")],
-            "get": op("one of this staff member's requests", **staff)},
+            "get": op("one of this staff member's requests", ok_schema=grant, **staff)},
         "/v1/staff/diagnostics/calls/{call_id}": {"parameters": [p("call_id")],
                                                  "get": technical},
         "/v1/staff/diagnostics/calls/{call_id}/audio": {
             "parameters": [p("call_id")],
             "get": op("a recording of the call under an active audio grant; the read is "
-                      "logged first", ok_description="audio",
+                      "logged first", ok_description="audio", ok_content="*/*",
                       errors=("401", "403", "404", "416", "422", "503"),
                       params=[q("grant", "use this grant id"),
                               q("recording", "recording id (default: the latest)")], **staff)},
@@ -172,38 +317,61 @@ def _staff_access_paths() -> dict[str, dict[str, Any]]:
                                           errors=("401", "422"), params=[
             q("state", "pending|approved|denied|expired|revoked|used"),
             q("cursor", "next_cursor of the previous page"),
-            q("limit", "1-200, default 50", {"type": "integer"})])},
+            q("limit", "1-200, default 50", {"type": "integer"})], ok_schema=grants)},
         "/v1/access-requests/{request_id}": {"parameters": [p("request_id")],
-                                             "get": op("one access request")},
+                                             "get": op("one access request",
+                                                       ok_schema=grant)},
         "/v1/access-requests/{request_id}/approve": {
             "parameters": [p("request_id")],
             "post": op("approve a pending request; the grant clock starts now",
-                       errors=("401", "404", "409"))},
+                       errors=("401", "404", "409"), ok_schema=grant)},
         "/v1/access-requests/{request_id}/deny": {
             "parameters": [p("request_id")],
-            "post": op("deny a pending request", errors=("401", "404", "409"))},
+            "post": op("deny a pending request", errors=("401", "404", "409"),
+                       ok_schema=grant)},
         "/v1/grants/{grant_id}/revoke": {
             "parameters": [p("grant_id")],
             "post": op("revoke an active grant (effective for the next read)",
-                       errors=("401", "404", "409"))},
+                       errors=("401", "404", "409"), ok_schema=grant)},
         "/v1/transparency/public-key": {
             "get": op("the operator's checkpoint key and the verifier key to pin",
                       tag="transparency", errors=("401",))},
         "/v1/transparency/checkpoint": {
-            "get": op("the latest signed checkpoint (C2SP signed note); logged", **transparency)},
+            "get": op("the latest signed checkpoint (C2SP signed note); logged",
+                      ok_schema={"type": "object", "required": ["origin", "size"],
+                                 "properties": {"origin": {"type": "string"},
+                                                "size": {"type": "integer", "minimum": 0}}},
+                      **transparency)},
         "/v1/transparency/entries": {
             "get": op("entries [start, end), at most 1000; logged", params=[
                 q("start", "first seq", {"type": "integer"}),
-                q("end", "seq after the last", {"type": "integer"})], **transparency)},
+                q("end", "seq after the last", {"type": "integer"})],
+                ok_schema={"type": "object", "required": ["start", "end", "size", "entries"],
+                           "properties": {"start": {"type": "integer", "minimum": 0},
+                                          "end": {"type": "integer", "minimum": 0},
+                                          "size": {"type": "integer", "minimum": 0},
+                                          "entries": {"type": "array", "items": {
+                                              "type": "object",
+                                              "required": ["seq", "data", "leaf_hash"],
+                                              "properties": {"data": b64,
+                                                             "leaf_hash": b64}}}}},
+                **transparency)},
         "/v1/transparency/proofs/inclusion": {
             "get": op("RFC 9162 inclusion proof of entry index in the tree of size; logged",
                       params=[q("index", "entry seq", {"type": "integer"}),
-                              q("size", "tree size", {"type": "integer"})], **transparency)},
+                              q("size", "tree size", {"type": "integer"})],
+                      ok_schema={"type": "object",
+                                 "required": ["index", "size", "leaf_hash", "root", "proof"],
+                                 "properties": {"leaf_hash": b64, "root": b64,
+                                                "proof": proof}}, **transparency)},
         "/v1/transparency/proofs/consistency": {
             "get": op("RFC 9162 consistency proof from size old to size new; logged",
                       params=[q("old", "older tree size", {"type": "integer"}),
                               q("new", "newer tree size", {"type": "integer"})],
-                      **transparency)},
+                      ok_schema={"type": "object",
+                                 "required": ["old", "new", "old_root", "new_root", "proof"],
+                                 "properties": {"old_root": b64, "new_root": b64,
+                                                "proof": proof}}, **transparency)},
         "/v1/transparency/export": {
             "get": op("bundle of all entries and checkpoints for `gateway audit verify "
                       "--bundle`; logged", **transparency)},
@@ -221,8 +389,13 @@ def _retention_paths() -> dict[str, dict[str, Any]]:
         "type": "object", "additionalProperties": False,
         "description": "days per data class; a class left out (or null) uses the operator"
                        " default. Out of the operator's bounds: 422 naming the bound.",
-        "properties": {c.name: {"type": ["integer", "null"], "minimum": 0,
-                                "description": c.description} for c in DATA_CLASSES}}
+        "properties": {
+            # Days, or the GET shape ({"days": N, ...}; "source": "default" keeps the
+            # default), so a client can PUT back what it read. Wrapped in "classes" too.
+            **{c.name: {"oneOf": [{"type": ["integer", "null"], "minimum": 0},
+                                  {"type": "object"}],
+                        "description": c.description} for c in DATA_CLASSES},
+            "classes": {"type": "object"}}}
     SCHEMAS["LegalHoldCreate"] = {
         "type": "object", "required": ["scope", "reason"], "additionalProperties": False,
         "properties": {"scope": {"enum": ["tenant", "call", "phone_number"]},
@@ -299,6 +472,7 @@ def _live_audio_paths() -> dict[str, dict[str, Any]]:
     whip_post = op("WHIP (RFC 9725): publish audio; answers 201 with the SDP answer and a "
                    "Location to DELETE. OPTIONS answers Accept-Post: application/sdp",
                    auth=ingest, ok="201", ok_description="SDP answer (recvonly)",
+                   ok_content="application/sdp",
                    body=sdp, content="application/sdp",
                    errors=("400", "401", "404", "413", "415", "503"), tag="platform")
     whip_post["responses"]["201"]["headers"] = {
@@ -310,7 +484,7 @@ def _live_audio_paths() -> dict[str, dict[str, Any]]:
                       "upgrade authenticated by the platform's signature or an ingest token "
                       "(?token= or bearer), as its descriptor's upgrade_auth says; audio "
                       "recorded live; bad frames close 1007/1008",
-                      auth=None, ok="101", ok_description="switching protocols",
+                      auth=None, ok="101", ok_description="switching protocols", ok_content=None,
                       errors=("404", "426"), tag="platform")},
         "/v1/whip/{integration_id}": {"parameters": [p("integration_id")], "post": whip_post},
         "/v1/whip/{integration_id}/{session_id}": {
@@ -334,7 +508,7 @@ PATHS.update(_live_audio_paths())
 # -- browser console (docs/console.md) ----------------------------------------------------------
 def _console_paths() -> dict[str, dict[str, Any]]:
     page = {"get": op("console page (HTML, ES modules; strict CSP)", auth=None, errors=(),
-                      content="text/html", tag="console")}
+                      content="text/html", ok_content="text/html", tag="console")}
     session_ops = {}
     for base, who, field in (("/console/session", "tenant API key", "api_key"),
                              ("/console/staff/session", "staff token", "token")):
@@ -350,13 +524,13 @@ def _console_paths() -> dict[str, dict[str, Any]]:
                          auth=None, ok="204", errors=("403",), tag="console")}
     return {
         "/console": {"get": op("redirect to /console/", auth=None, ok="308", errors=(),
-                               tag="console")},
+                               ok_content=None, tag="console")},
         "/console/": page,
         "/console/staff/": page,
         "/console/assets/{path}": {
             "parameters": [p("path")],
             "get": op("console static asset (ETag, no-cache)", auth=None, errors=("404",),
-                      tag="console")},
+                      ok_content="*/*", tag="console")},
         **session_ops,
     }
 

@@ -24,6 +24,16 @@ _RANGE_RE = re.compile(r"^bytes=([0-9]{0,18})-([0-9]{0,18})$", re.IGNORECASE)
 _CONTENT_TYPE_RE = re.compile(r"^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+(;[ -~]{0,200})?$")
 
 
+async def startup(app: web.Application, svc) -> None:
+    """Abandoned uploads are swept while the gateway runs, not only at start."""
+    sweep = svc.recordings.abandoned_upload_sweep()
+    await sweep.start()
+
+    async def stop(app: web.Application) -> None:
+        await sweep.stop()
+    app.on_cleanup.append(stop)
+
+
 def path_id(request: web.Request, name: str, what: str) -> str:
     value = request.match_info[name]
     if not _UUID_RE.match(value):
@@ -117,9 +127,7 @@ async def get_recording(request: web.Request) -> web.Response:
     principal = await require_tenant(request)
     opened = await services(request).recordings.open(
         principal.tenant_id, path_id(request, "recording_id", "recording"))
-    return json_response({"id": opened.id, "call_id": opened.call_id, "state": opened.state,
-                          "content_type": opened.content_type, "length": opened.length,
-                          "audio_url": f"/v1/recordings/{opened.id}/audio"})
+    return json_response(opened.describe())
 
 
 def parse_range(header: str | None, length: int) -> tuple[int, int] | None:
