@@ -16,6 +16,7 @@ from gateway.services import GatewayServices, open_services
 from gateway.web.common import SERVICES
 from gateway.web.console.routes import setup_console
 from gateway.web.middleware import problems_and_metrics
+from gateway.web.server import GuardedTCPSite, ServerLimits, refused_counter
 
 log = logging.getLogger("gateway.app")
 
@@ -70,14 +71,17 @@ async def serve(config: Config, clock: Clock | None = None) -> None:
 
     services = await open_services(config, clock)
     app = build_app(config, clock, services)
+    limits = ServerLimits.from_config(config.server)
     runner = web.AppRunner(app, handle_signals=True,
-                           shutdown_timeout=config.server.shutdown_timeout)
+                           shutdown_timeout=config.server.shutdown_timeout,
+                           **limits.runner_kwargs())
     metrics_runner = web.AppRunner(build_metrics_app(services.metrics))
     await runner.setup()
     await metrics_runner.setup()
     host, port = parse_listen(config.server.listen)
     mhost, mport = parse_listen(config.metrics.listen)
-    await web.TCPSite(runner, host, port).start()
+    await GuardedTCPSite(runner, host, port, limits,
+                         refused_counter(services.metrics.registry)).start()
     await web.TCPSite(metrics_runner, mhost, mport).start()
     log.info("serving", extra={"route": f"{host}:{port}"})
     try:

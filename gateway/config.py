@@ -14,6 +14,7 @@ from gateway.errors import ConfigError
 from gateway.ingest.settings import RecordingFetchConfig
 from gateway.lifecycle.settings import KeysConfig, RetentionConfig
 from gateway.media.settings import MediaConfig
+from gateway.store.urls import store_location, stores_overlap
 
 __all__ = ["AREA_SECTIONS", "Config", "ConfigError", "load_config"]
 
@@ -226,21 +227,6 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     return config
 
 
-def store_location(url: str, default_dir: Path) -> tuple[str, str]:
-    """("file", absolute path) or ("s3", "bucket/prefix") for a store URL; an empty URL is
-    the directory under data_dir."""
-    if not url:
-        return "file", str(default_dir.resolve())
-    if url.startswith("file://"):
-        return "file", str(Path(url.removeprefix("file://")).resolve())
-    if url.startswith("s3://"):
-        bucket, _, prefix = url.removeprefix("s3://").partition("/")
-        if len(bucket) < 3:
-            raise ConfigError("an s3:// URL needs a bucket name of 3 or more characters")
-        return "s3", f"{bucket}/{prefix.strip('/')}".rstrip("/")
-    raise ConfigError("store URLs are s3://bucket/prefix or file:///path (or empty)")
-
-
 def _check_storage(config: Config) -> None:
     url = config.storage.database_url
     if url and not url.startswith(("postgresql://", "postgres://")):
@@ -252,15 +238,13 @@ def _check_storage(config: Config) -> None:
     keys = store_location(config.storage.key_store_url, config.tenant_key_dir)
     # Key material never sits beside the data it protects: neither store may contain the
     # other, or one copy of the bucket (or directory) would hold both.
-    if blobs[0] == keys[0] and (
-            _contains(blobs[1], keys[1]) or _contains(keys[1], blobs[1])):
+    if stores_overlap(blobs, keys):
         raise ConfigError("storage.key_store_url must be another bucket or prefix than"
                           " storage.blob_url (and not inside it): key material never sits"
                           " beside the recordings it protects")
 
 
-def _contains(outer: str, inner: str) -> bool:
-    return inner == outer or inner.startswith(outer.rstrip("/") + "/")
+
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

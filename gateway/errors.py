@@ -65,3 +65,11 @@ def unavailable(component: str, retry_after: int = 5) -> DomainError:
                         f"{component} is not available", component=component)
     error.hints["retry_after"] = str(retry_after)
     return error
+
+
+def insufficient_storage(component: str, retry_after: int = 60) -> DomainError:
+    """507 (RFC 4918 §11.5): a store has no space left for this upload; retry later."""
+    error = DomainError(507, "insufficient-storage", "insufficient storage",
+                        f"the {component} has no space left; retry later", component=component)
+    error.hints["retry_after"] = str(retry_after)
+    return error

@@ -16,8 +16,9 @@ from gateway.core.clock import Clock, SystemClock
 from gateway.core.metrics import Metrics
 from gateway.ingest.integrations import IntegrationService
 from gateway.ingest.pipeline import IngestService
-from gateway.store import Database, open_database
+from gateway.store import BlobStore, Database, open_database
 from gateway.store.files import FileBlobStore
+from gateway.store.keystore import KeyStore, open_blob_store, open_key_store
 from gateway.tenants.keyring import KeyRing
 
 
@@ -33,7 +34,8 @@ class GatewayServices:
     db: Database
     root: keys.FileRootKeyProvider
     keyring: KeyRing
-    blobs: FileBlobStore
+    blobs: BlobStore
+    key_store: KeyStore
     integrations: IntegrationService
     ingest: IngestService
     calls: CallService
@@ -43,6 +45,11 @@ class GatewayServices:
 
     async def close(self) -> None:
         await self.db.close()
+        # S3 clients are bound to the loop that opened them: close them with it.
+        for store in (self.blobs, self.key_store):
+            close = getattr(store, "close", None)
+            if close is not None:
+                await close()
 
 
 def init_storage(config: Config) -> list[str]:
@@ -56,7 +63,8 @@ def init_storage(config: Config) -> list[str]:
     if not config.signing_key_path.exists():
         keys.OperatorSigningKey.create(config.signing_key_path)
         created.append("signing_key")
-    FileBlobStore(config.blob_dir).setup()
+    if not config.storage.blob_url:
+        FileBlobStore(config.blob_dir).setup()
     return created
 
 
@@ -76,10 +84,17 @@ async def open_services(config: Config, clock: Clock | None = None,
             "postgresql", operation).observe(seconds),
         observe_error=lambda operation: metrics.backend_errors.labels(
             "postgresql", operation).inc())
-    blobs = FileBlobStore(config.blob_dir)
-    blobs.setup()
+    def observe_s3(operation: str, seconds: float, outcome: str) -> None:
+        metrics.backend_latency.labels("s3", operation).observe(seconds)
+        if outcome in ("unavailable", "error"):
+            metrics.backend_errors.labels("s3", operation).inc()
+
+    blobs = open_blob_store(config.storage.blob_url, config.blob_dir, config.storage.s3,
+                            observe=observe_s3)
+    key_store = open_key_store(config.storage.key_store_url, config.tenant_key_dir,
+                               config.storage.s3, observe=observe_s3)
     keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits,
-                      tenant_key_dir=config.tenant_key_dir)
+                      key_store=key_store)
     integrations = IntegrationService(
         db, keyring, clock, public_base_url=config.server.public_base_url,
         cache_seconds=config.limits.credential_cache_seconds)
@@ -87,7 +102,7 @@ async def open_services(config: Config, clock: Clock | None = None,
                            default_region=config.privacy.default_region)
     services = GatewayServices(
         config=config, clock=clock, metrics=metrics, db=db, root=root, keyring=keyring,
-        blobs=blobs, integrations=integrations, ingest=ingest,
+        blobs=blobs, key_store=key_store, integrations=integrations, ingest=ingest,
         calls=CallService(db, keyring),
         recordings=RecordingService(db, keyring, blobs, clock, metrics))
     # Hooks that must be in place before anything runs (recovery handlers, ingest

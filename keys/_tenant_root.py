@@ -103,6 +103,36 @@ class TenantRootKey:
             raise DecryptionError()
         return cls._from_key(key, path)
 
+    # -- the same, for a key store that holds bytes (gateway/store/keystore.py) -----------
+    @classmethod
+    def generate(cls, root: RootKeyProvider, tenant_id: uuid.UUID
+                 ) -> tuple[TenantRootKey, bytes]:
+        """A new random tenant root key and the bytes to store for it (the key wrapped under
+        root, in the key-file layout): the caller stores the bytes, never the key."""
+        _check_root(root)
+        check_uuid(tenant_id, "tenant_id")
+        key = os.urandom(_KEY_LEN)
+        wrapped = root.wrap(key, _binding(tenant_id))
+        if not 0 < len(wrapped) <= MAX_WRAPPED_LEN:
+            raise ValueError(f"root provider returned a wrapped key of {len(wrapped)} bytes")
+        return cls._from_key(key, "<key store>"), _FILE_MAGIC + bytes([_FILE_VERSION]) + wrapped
+
+    @classmethod
+    def from_bytes(cls, data: bytes, root: RootKeyProvider,
+                   tenant_id: uuid.UUID) -> TenantRootKey:
+        """Open stored bytes made by `generate` (or a key file's content). ValueError if they
+        are not a tenant root key; DecryptionError if they do not unwrap for this tenant."""
+        _check_root(root)
+        check_uuid(tenant_id, "tenant_id")
+        header = _FILE_MAGIC + bytes([_FILE_VERSION])
+        if not (len(header) < len(data) <= len(header) + MAX_WRAPPED_LEN
+                and data.startswith(header)):
+            raise ValueError("not a tenant root key")
+        key = root.unwrap(bytes(data[len(header):]), _binding(tenant_id))
+        if len(key) != _KEY_LEN:
+            raise DecryptionError()
+        return cls._from_key(key, "<key store>")
+
     @staticmethod
     def destroy(path: str | os.PathLike[str]) -> bool:
         """Crypto-shred: overwrite the file, fsync, unlink it and fsync its directory.

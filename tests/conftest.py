@@ -15,6 +15,7 @@ import pytest
 from gateway.config import Config
 from gateway.core.clock import ManualClock
 from gateway.services import init_storage
+from tests.support.seaweedfs import BUCKETS
 from tests.support.server import RunningGateway, Tenant, make_config, start_gateway
 
 __all__ = ["RunningGateway", "Tenant", "make_config"]   # older imports from tests.conftest
@@ -68,7 +69,14 @@ def clock() -> ManualClock:
 def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Config:
     config = make_config(tmp_path / "data")
     if backend == "postgres":
+        # The scale-out stack: PostgreSQL, recordings and keys in two S3 buckets.
         config.storage.database_url = request.getfixturevalue("postgres_schema_url")
+        s3 = request.getfixturevalue("seaweedfs")
+        prefix = f"t-{secrets.token_hex(6)}"
+        config.storage.blob_url = f"s3://{BUCKETS[0]}/{prefix}"
+        config.storage.key_store_url = f"s3://{BUCKETS[1]}/{prefix}"
+        config.storage.s3.endpoint_url = s3.endpoint_url
+        config.storage.s3.region = s3.region
     init_storage(config)
     return config
 

@@ -12,6 +12,9 @@ Invariants:
   timeout) before it is sent, so several processes can drain one outbox.
 - Payloads carry the rendered grant (pseudonymous staff, ticket, scope ids): no phone
   number, no secret, no content.
+- The endpoint follows the recording fetcher's URL rules (`check_endpoint`): https, no
+  credentials in the URL, and no private address unless the operator allows it, checked
+  when it is set and, through the resolver, at every delivery.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from gateway.access.settings import StaffAccessConfig
 from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import PeriodicJob
 from gateway.errors import invalid
+from gateway.ingest.fetch_policy import PublicAddressResolver, private_literal
 from gateway.store import Database, WriteTx, sealed
 from gateway.tenants.keyring import KeyRing
 
@@ -74,11 +78,7 @@ class WebhookEndpoints:
         if not isinstance(body, dict) or set(body) - {"url", "secret"}:
             raise invalid("body", 'must be {"url", "secret"}')
         url = body.get("url")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        schemes = ("https", "http") if self.cfg.notify_allow_http else ("https",)
-        if (parts is None or parts.scheme not in schemes or not parts.hostname
-                or len(url) > MAX_URL_LENGTH):
-            raise invalid("url", "must be an " + " or ".join(schemes) + " URL")
+        check_endpoint(url, self.cfg)
         key = _whsec_key(body.get("secret"))
         if key is None:
             raise invalid("secret", "must be a Standard Webhooks secret: whsec_ + base64 of "
@@ -95,6 +95,28 @@ class WebhookEndpoints:
     async def delete(self, tenant_id: str) -> None:
         await self.db.write(lambda tx: tx.execute(
             "DELETE FROM access_webhooks WHERE tenant_id = ?", (tenant_id,)))
+
+
+def check_endpoint(url: Any, cfg: StaffAccessConfig) -> None:
+    """The recording fetcher's URL rules (gateway/ingest/fetch_policy.py) for a tenant's
+    notification endpoint: https (http only if the operator allows it), no `user:pass@`,
+    a valid port, and no private, loopback or link-local address unless the operator
+    allows them. Names are checked again at each delivery, on the addresses they resolve
+    to (`PublicAddressResolver`), so DNS cannot point a checked name inward later."""
+    schemes = ("https", "http") if cfg.notify_allow_http else ("https",)
+    parts = urlsplit(url) if isinstance(url, str) and len(url) <= MAX_URL_LENGTH else None
+    if parts is None or parts.scheme not in schemes or not parts.hostname:
+        raise invalid("url", "must be an " + " or ".join(schemes) + " URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        raise invalid("url", "has an invalid port") from None
+    if parts.username is not None or parts.password is not None:
+        raise invalid("url", "must not carry credentials (user:password@)")
+    host = parts.hostname.lower().rstrip(".")
+    if not cfg.notify_allow_private_addresses and (
+            private_literal(host) or host == "localhost" or host.endswith(".localhost")):
+        raise invalid("url", "must not point at a private, loopback or link-local address")
 
 
 def _whsec_key(secret: Any) -> bytes | None:
@@ -170,7 +192,12 @@ class AccessNotifier:
             self._session = None
 
     def _new_session(self) -> aiohttp.ClientSession:
+        connector = None
+        if not self.cfg.notify_allow_private_addresses:
+            connector = aiohttp.TCPConnector(
+                resolver=PublicAddressResolver(aiohttp.DefaultResolver()))
         return aiohttp.ClientSession(
+            connector=connector, trust_env=False, cookie_jar=aiohttp.DummyCookieJar(),
             timeout=aiohttp.ClientTimeout(total=self.cfg.notify_timeout_seconds))
 
     async def _tick(self) -> bool:

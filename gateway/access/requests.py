@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from gateway.access.policy import LEVELS, PURPOSES
 from gateway.access.settings import MIN_GRANT_SECONDS, StaffAccessConfig
-from gateway.core.clock import isoformat
+from gateway.core.clock import isoformat, parse_time_field
 from gateway.errors import invalid
 from gateway.transparency.entries import find_phone_like
 
@@ -94,22 +93,10 @@ def _scope(scope: Any, cfg: StaffAccessConfig
     w = scope["window"]
     if not isinstance(w, dict) or set(w) != {"since", "until"}:
         raise invalid("scope.window", "must be {since, until}")
-    since = _time(w["since"], "scope.window.since")
-    until = _time(w["until"], "scope.window.until")
+    since = parse_time_field("scope.window.since", w["since"])
+    until = parse_time_field("scope.window.until", w["until"])
     if until <= since:
         raise invalid("scope.window", "until must be after since")
     if (until - since).total_seconds() > cfg.max_window_seconds:
         raise invalid("scope.window", f"must span at most {cfg.max_window_seconds} s")
     return None, (isoformat(since), isoformat(until))
-
-
-def _time(value: Any, name: str) -> datetime:
-    if not isinstance(value, str):
-        raise invalid(name, "must be an RFC 3339 time")
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(name, "must be an RFC 3339 time") from None
-    if parsed.tzinfo is None:
-        raise invalid(name, "must carry a time zone")
-    return parsed

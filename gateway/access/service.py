@@ -21,8 +21,6 @@ Invariants:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import uuid
 from collections.abc import Callable
@@ -45,6 +43,7 @@ from gateway.access.notifier import AccessNotifier, Outbox, WebhookEndpoints
 from gateway.access.policy import Policy, parse_policy, render_policy
 from gateway.access.requests import parse_request
 from gateway.access.settings import SECTION, StaffAccessConfig
+from gateway.calls.service import decode_cursor, encode_cursor
 from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import PeriodicJob
 from gateway.errors import DomainError, invalid, not_found
@@ -132,6 +131,16 @@ class StaffAccessService:
         pending_until = now + timedelta(seconds=policy.pending_ttl(self.cfg))
 
         def unit(tx: WriteTx) -> None:
+            if req.calls is not None:
+                # Every named call must be this tenant's, checked in the same transaction
+                # that logs the request: a foreign id would otherwise be written into this
+                # tenant's log. One answer for "another tenant's" and "no such call", so the
+                # refusal tells a staff member nothing about other tenants.
+                found = tx.fetchone(
+                    f"SELECT COUNT(*) AS n FROM calls WHERE tenant_id = ? AND id IN"
+                    f" ({','.join('?' * len(req.calls))})", (req.tenant_id, *req.calls))
+                if found["n"] != len(req.calls):
+                    raise invalid("scope.calls", "every call must be one of this tenant's")
             row = self.grants.create_in_tx(tx, grant_id, staff, req, duration, now,
                                            pending_until)
             if action == "auto_approve":
@@ -241,10 +250,7 @@ class StaffAccessService:
             clauses.append("state = ?")
             args.append(state)
         if cursor:
-            try:
-                created, last_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-            except (ValueError, TypeError, binascii.Error):
-                raise invalid("cursor", "not a cursor this API issued") from None
+            created, last_id = decode_cursor(cursor)
             clauses.append("(created_at, id) < (?, ?)")
             args.extend([created, last_id])
         rows = await self.db.fetchall(
@@ -253,8 +259,7 @@ class StaffAccessService:
         next_cursor = None
         if len(rows) > limit:
             last = rows[limit - 1]
-            next_cursor = base64.urlsafe_b64encode(
-                json.dumps([last["created_at"], last["id"]]).encode()).decode()
+            next_cursor = encode_cursor(last["created_at"], last["id"])
         return {"items": [render_grant(r) for r in rows[:limit]], "next_cursor": next_cursor}
 
     async def get_for_tenant(self, tenant_id: str, grant_id: str) -> dict[str, Any]:

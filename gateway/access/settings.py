@@ -49,6 +49,9 @@ class StaffAccessConfig:
     notify_backoff_max_seconds: float = 3600.0
     # Allow http:// notification endpoints (development only; https otherwise).
     notify_allow_http: bool = False
+    # Allow notification endpoints on private, loopback or link-local addresses (the
+    # recording fetcher's rule: off, so a tenant cannot aim the gateway at its own network).
+    notify_allow_private_addresses: bool = False
 
     def __post_init__(self) -> None:
         check(self)

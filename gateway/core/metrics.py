@@ -44,7 +44,7 @@ class Metrics:
         self.webhooks = Counter(
             "gateway_webhooks",
             "Webhook deliveries by platform and outcome (accepted, duplicate, empty, handshake,"
-            " bad_signature, missing_signature, stale, bad_handshake, malformed)",
+            " bad_signature, missing_signature, stale, bad_handshake, malformed, rejected)",
             ["platform", "outcome"], registry=r)
         self.bytes_encrypted = Counter(
             "gateway_bytes_encrypted", "Plaintext audio bytes encrypted into blobs", registry=r)

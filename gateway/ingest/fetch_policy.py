@@ -77,7 +77,7 @@ def check_hop(url: str, allowed: list[str], *, allow_private: bool) -> SplitResu
         raise FetchRefused("url_refused")
     if not parts.hostname or not host_allowed(parts.hostname, allowed):
         raise FetchRefused("host_not_allowed")
-    if not allow_private and _private_literal(parts.hostname):
+    if not allow_private and private_literal(parts.hostname):
         raise FetchRefused("address_not_allowed")
     return parts
 
@@ -137,7 +137,7 @@ def _is_global(address: str) -> bool:
         return False
 
 
-def _private_literal(host: str) -> bool:
+def private_literal(host: str) -> bool:
     """True for an IP literal that is not globally routable (literals skip the resolver)."""
     try:
         return not ipaddress.ip_address(host.strip("[]")).is_global

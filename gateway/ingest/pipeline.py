@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from gateway.store import Database, WriteTx, sealed
 from gateway.store.ids import new_id
 from gateway.tenants.keyring import KeyRing
 
+log = logging.getLogger("gateway.ingest")
 PARTIES_RECORD = "call-parties"
 # How many (integration, platform call id) pairs the ingest path remembers as stored with
 # their parties; a forgotten one only costs one normalise-and-seal again.
@@ -91,6 +93,9 @@ class _PartiesNeeded(Exception):
 class IngestResult:
     accepted: int = 0
     duplicates: int = 0
+    # Events of a validly signed delivery that carried a field no later step can use (see
+    # `unusable_field`): answered 2xx so the platform stops retrying, counted, not stored.
+    rejected: int = 0
     call_ids: list[str] = field(default_factory=list)
     recordings: list[tuple[str, RecordingAvailable]] = field(default_factory=list)
     # Every accepted (not duplicate) event with the id of the call it landed on.
@@ -100,6 +105,36 @@ class IngestResult:
     # the fetch job's leaves no recording behind once the platform redelivers.
     redelivered_recordings: list[tuple[str, RecordingAvailable]] = field(
         default_factory=list)
+
+
+# Largest integer a database column holds (signed 64-bit, SQLite and PostgreSQL BIGINT).
+_INT64 = 2 ** 63
+
+
+def unusable_field(event: Event) -> str | None:
+    """The name of the first field of a verified event that no later step could store, or
+    None. A platform signed it, so it is no attack on the signature, but storing it would
+    fail (a lone surrogate cannot be encoded, sealed, hashed or indexed; an integer beyond
+    64 bits overflows the column; a time at the edge of the calendar overflows when
+    converted to UTC). Retrying never changes that, so the delivery must not be a 5xx."""
+    for spec in fields(event):
+        value = getattr(event, spec.name)
+        values = list(value.items()) if isinstance(value, Mapping) else [value]
+        for item in values:
+            for part in item if isinstance(item, tuple) else (item,):
+                if isinstance(part, str):
+                    try:
+                        part.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return spec.name
+                elif isinstance(part, int) and not -_INT64 <= part < _INT64:
+                    return spec.name
+                elif isinstance(part, datetime):
+                    try:
+                        isoformat(part)
+                    except (OverflowError, ValueError):
+                        return spec.name
+    return None
 
 
 def _dedupe_hash(key: str) -> str:
@@ -157,7 +192,23 @@ class IngestService:
         if isinstance(parsed, HandshakeReply):
             self.metrics.webhooks.labels(platform, "handshake").inc()
             return parsed
-        result = await self.ingest_events(integration, parsed)
+        usable = []
+        rejected = 0
+        for event in parsed:
+            field_name = unusable_field(event)
+            if field_name is None:
+                usable.append(event)
+                continue
+            rejected += 1
+            # The field's name only: its value may be a phone number.
+            log.warning("webhook event rejected: unusable field",
+                        extra={"platform": platform, "field": field_name})
+        if rejected:
+            self.metrics.webhooks.labels(platform, "rejected").inc(rejected)
+        if not usable and rejected:
+            return IngestResult(rejected=rejected)
+        result = await self.ingest_events(integration, usable)
+        result.rejected = rejected
         if result.accepted:
             self.metrics.webhooks.labels(platform, "accepted").inc()
         elif result.duplicates:

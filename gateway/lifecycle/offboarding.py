@@ -20,12 +20,10 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-import keys
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import DomainError, not_found
 from gateway.store import Database, TableInfo, WriteTx
@@ -94,9 +92,7 @@ class Offboarding:
                                             (tenant_id,)):
                 self.integrations.forget(r["id"])
         # 1. Crypto-shred: the tenant root key file, then the wrapped key rows.
-        path = self.keyring.tenant_key_path(tenant_id)
-        file_destroyed = await asyncio.to_thread(keys.TenantRootKey.destroy, path) \
-            if path is not None else False
+        file_destroyed = await self.keyring.destroy_tenant_root_key(tenant_id)
         versions = [r[0] for r in await self.db.fetchall(
             "SELECT version FROM tenant_keys WHERE tenant_id = ? AND kind = 'kek'", (tenant_id,))]
         counts: dict[str, int] = dict(receipt.get("deleted_rows", {}))

@@ -103,9 +103,8 @@ class KeyService:
     async def status(self, tenant_id: str) -> dict[str, Any]:
         self.keyring.forget(tenant_id)
         ring = await self.keyring.for_tenant(tenant_id)
-        path = self.keyring.tenant_key_path(tenant_id)
         return {"primary_version": ring.primary_version, "versions": list(ring.versions),
-                "tenant_root_key": bool(path is not None and path.exists()),
+                "tenant_root_key": await self.keyring.has_tenant_root_key(tenant_id),
                 "rotation": await self.rotation(tenant_id, required=False)}
 
     async def rotation(self, tenant_id: str, *, required: bool = True) -> dict[str, Any] | None:
@@ -137,7 +136,7 @@ class KeyService:
     # -- rotation -------------------------------------------------------------------------
     async def start_rotation(self, tenant_id: str, actor: dict[str, str]) -> dict[str, Any]:
         await self.keyring.for_tenant(tenant_id)  # fails for a tenant without keys
-        wrapping = self.keyring.wrapping_key(tenant_id)
+        wrapping = await self.keyring.wrapping_key(tenant_id)
         now = self.clock.now()
         rotation_id = str(uuid.uuid4())
         audit = self.audit

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import json
 import logging
-import os
 import random
 import uuid
 from typing import Any
@@ -360,13 +359,13 @@ class MediaService:
             ring = await self.services.keyring.for_tenant(tenant)
             reader = ring.open_blob(uuid.UUID(rid), bytes(key["wrapped"]))
             try:
-                length = await asyncio.to_thread(self._seal_blob, tenant, rid, reader,
-                                                 int(checkpoint["durable_bytes"]))
+                length = await self._seal_blob(tenant, rid, reader,
+                                               int(checkpoint["durable_bytes"]))
             except (keys.DecryptionError, OSError):
                 log.warning("a live recording's temp blob did not survive; removing it")
                 length = None
         if length is None:
-            await recordings._forget_row(tenant, rid)
+            await recordings.forget_unfinished(tenant, rid)
             return "deleted"
         fmt = json.loads(checkpoint["format"])
         block = fmt["channels"] * fmt["sample_width"]
@@ -390,41 +389,37 @@ class MediaService:
         await self.db.write(unit)
         return "incomplete"
 
-    def _seal_blob(self, tenant: str, rid: str, reader: keys.BlobReader,
-                   durable: int) -> int | None:
-        """(thread) Cut the temp blob to its durable segments, re-seal the last one, move it
-        into place. Returns the plaintext length, or None when nothing is recoverable."""
+    async def _seal_blob(self, tenant: str, rid: str, reader: keys.BlobReader,
+                         durable: int) -> int | None:
+        """Cut the interrupted blob to its durable segments, re-seal the last one, and make
+        it the recording's blob (through the blob-store seam: files or S3). Returns the
+        plaintext length, or None when nothing is recoverable. Safe to run again after a
+        crash in the middle: commit_partial replaces the blob atomically."""
         blobs = self.services.blobs
-        final = blobs._path(tenant, rid)
-        tmp = blobs.tmp_dir / f"{rid}.part"
-        if final.exists():
-            # finish() had renamed the complete blob when the process died: keep all of it.
-            size = final.stat().st_size
-            segment, header = reader.segment_size, reader.header_length
-            whole, rest = divmod(size - header, segment + 16)
-            length = whole * segment + (rest - 16 if rest else 0)
-            with open(final, "rb") as f:
-                for _ in reader.read_range(f, length, max(0, length - 1), length):
-                    pass
-            return length
-        if not tmp.exists():
+        opened = await blobs.open_partial(tenant, rid)
+        if opened is None:
             return None
-        with open(tmp, "r+b") as f:
-            sealed = reader.reseal_truncated(f, durable)
-            if sealed is None:
-                return None
-            keep, tail, length = sealed
-            f.truncate(keep)
-            f.seek(keep)
-            f.write(tail)
-            f.flush()
-            os.fsync(f.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
-        fd = os.open(final.parent, os.O_RDONLY)
+        state, fileobj = opened
         try:
-            os.fsync(fd)
+            if state == "complete":
+                # finish() had committed the whole blob when the process died: keep all of it.
+                return await asyncio.to_thread(self._complete_length, reader, fileobj)
+            sealed = await asyncio.to_thread(reader.reseal_truncated, fileobj, durable)
         finally:
-            os.close(fd)
+            await asyncio.to_thread(fileobj.close)
+        if sealed is None:
+            return None
+        keep, tail, length = sealed
+        await blobs.commit_partial(tenant, rid, keep, tail)
+        return length
+
+    @staticmethod
+    def _complete_length(reader: keys.BlobReader, fileobj: Any) -> int:
+        size = fileobj.seek(0, 2)
+        segment, header = reader.segment_size, reader.header_length
+        whole, rest = divmod(size - header, segment + 16)
+        length = whole * segment + (rest - 16 if rest else 0)
+        for _ in reader.read_range(fileobj, length, max(0, length - 1), length):
+            pass    # authenticates the last segment: a torn blob fails here
         return length
 

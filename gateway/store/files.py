@@ -3,21 +3,36 @@
 A blob is written to `tmp/<object>.part`, fsync'd, renamed into place, and the directory
 fsync'd, so a blob path either holds a complete file or does not exist. Only ciphertext
 is ever written here (keys.BlobWriter output). File I/O runs in a thread so the event loop
-never waits on the disk.
+never waits on the disk. Out of space (ENOSPC, EDQUOT) is `errors.insufficient_storage`,
+a 507 with Retry-After: the writer's abort discards the temp file (nothing half-written).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from gateway.errors import insufficient_storage
 
 _ID_RE = re.compile(r"^[0-9a-f-]{36}$")
 # Ciphertext is buffered in memory up to this many bytes before one write() call: large
 # enough that thread hand-offs are rare, small enough to keep memory per upload bounded.
 WRITE_BUFFER_BYTES = 1024 * 1024
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+async def _io(fn: Any, *args: Any) -> Any:
+    """Run blocking file I/O in a thread, turning out-of-space into a 507."""
+    try:
+        return await asyncio.to_thread(fn, *args)
+    except OSError as exc:
+        if exc.errno in _FULL_ERRNOS:
+            raise insufficient_storage("blob_store") from None
+        raise
 
 
 class FileBlobSink:
@@ -29,7 +44,7 @@ class FileBlobSink:
         self.bytes_written = 0
 
     async def _open(self) -> None:
-        self._file = await asyncio.to_thread(open, self._tmp, "wb")
+        self._file = await _io(open, self._tmp, "wb")
 
     async def write(self, data: bytes) -> None:
         self._buffer += data
@@ -41,20 +56,20 @@ class FileBlobSink:
         if self._buffer and self._file is not None:
             chunk = bytes(self._buffer)
             self._buffer.clear()
-            await asyncio.to_thread(self._file.write, chunk)
+            await _io(self._file.write, chunk)
 
     async def sync(self) -> int:
         """Write out what is buffered and fsync the temp file (a live stream's durability
         checkpoint). Returns the bytes now durable in the temp file."""
         await self._flush()
         if self._file is not None:
-            await asyncio.to_thread(_sync_file, self._file)
+            await _io(_sync_file, self._file)
         return self.bytes_written
 
     async def commit(self) -> None:
         await self._flush()
         assert self._file is not None
-        await asyncio.to_thread(_sync_close_rename, self._file, self._tmp, self._final)
+        await _io(_sync_close_rename, self._file, self._tmp, self._final)
         self._file = None
 
     async def abort(self) -> None:

@@ -37,6 +37,7 @@ from gateway.errors import ConfigError
 from gateway.store.files import FileBlobStore, _fsync_dir
 from gateway.store.s3 import S3BlobStore
 from gateway.store.s3_client import ObjectStoreError, Observer, S3Client, S3Settings
+from gateway.store.urls import store_location
 
 __all__ = [
     "KeyStore",
@@ -285,9 +286,6 @@ class S3KeyStore(S3Client):
 
 # -- factories ------------------------------------------------------------------------------
 def _location(url: str, default_dir: Path, what: str) -> tuple[str, str]:
-    # The same URL rules as configuration checking (gateway.config.store_location);
-    # imported here, not at the top, because gateway.config imports the area settings.
-    from gateway.config import store_location
     try:
         return store_location(url, Path(default_dir))
     except ConfigError as exc:

@@ -10,6 +10,7 @@ connection; WAL gives it a consistent snapshot without blocking the writer.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from gateway.store.database import IntegrityError, Params, TableInfo
+from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import SQLITE
 from gateway.store.group_commit import GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
@@ -154,15 +155,18 @@ class SqliteDatabase:
                 except Exception as exc:  # the unit's own failure: undo only its writes
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
-                    outcomes.append((False, exc))
+                    outcomes.append((False, _unavailable_if_full(exc)))
                 else:
                     conn.execute("RELEASE unit")
                     outcomes.append((True, result))
                     callbacks.extend(tx.after_commit)
             conn.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+            mapped = _unavailable_if_full(exc) if isinstance(exc, Exception) else exc
+            if mapped is not exc:
+                raise mapped from None
             raise
         return outcomes, callbacks
 
@@ -244,3 +248,19 @@ def apply_migrations_sync(conn: sqlite3.Connection) -> list[str]:
         applied.append(name)
         log.info("applied migration %s", name)
     return applied
+
+
+# SQLITE_FULL and the SQLITE_IOERR family (result code & 0xff): the disk is full or failing.
+# Nothing of the batch was committed, so the caller may retry: 503 with Retry-After.
+_FULL_OR_IO_CODES = (13, 10)
+
+
+def _unavailable_if_full(exc: Exception) -> Exception:
+    code = getattr(exc, "sqlite_errorcode", None)
+    full = (code is not None and (code & 0xFF) == 13) or (
+        isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT))
+    if full or (code is not None and (code & 0xFF) in _FULL_OR_IO_CODES):
+        error = StoreUnavailable("database")
+        error.out_of_space = full      # an upload answers 507 for this (calls/recordings)
+        return error
+    return exc

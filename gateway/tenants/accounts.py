@@ -72,13 +72,15 @@ async def create_tenant(db: Database, keyring: KeyRing, clock: Clock, name: str
     key_id, token, secret_hash = _new_token(TENANT_TOKEN_PREFIX)
     now = isoformat(clock.now())
 
+    wrapped_keys = await keyring.new_tenant_keys(tenant_id)
+
     def unit(tx: WriteTx) -> None:
         try:
             tx.execute("INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
                              (tenant_id, name, now))
         except IntegrityError as exc:
             raise DomainError(409, "conflict", "a tenant with this name exists") from exc
-        keyring.store_new_tenant_keys(tx, tenant_id)
+        keyring.store_new_tenant_keys(tx, tenant_id, wrapped_keys)
         tx.execute("INSERT INTO tenant_api_keys (id, tenant_id, secret_hash, created_at)"
                          " VALUES (?, ?, ?, ?)", (key_id, tenant_id, secret_hash, now))
 

@@ -2,14 +2,15 @@
 tenant's wrapping key. The opened `keys.TenantKeys` object is the only key material the
 rest of the gateway holds, and it exposes operations, never raw keys.
 
-Wrapping: each tenant created with a `tenant_key_dir` gets a tenant root key file there
-(`keys.TenantRootKey`, itself wrapped under the root key) that wraps its KEK and BIK rows.
-Destroying that file (offboarding) makes every copy of the rows unreadable, backups
-included. A tenant without a file (created before the directory was configured) has its
-rows wrapped directly under the root key.
+Wrapping: each tenant gets a tenant root key (`keys.TenantRootKey`, itself wrapped under
+the root key) kept in the key store (`[storage] key_store_url`: files apart from the
+database by default, or an S3 bucket/prefix apart from the recordings), named
+`<tenant id>.key`. It wraps the tenant's KEK and BIK rows. Destroying it (offboarding)
+makes every copy of the rows unreadable, backups included. A tenant without one (created
+before tenant root keys existed) has its rows wrapped directly under the root key.
 
 Opened rings are cached for `cache_seconds`; after that the next use re-reads the tenant's
-key versions, so a rotation or an offboarding done by another process sharing the
+key versions, so a rotation or an offboarding done by another replica sharing the
 database reaches this one within that time (the rotation job waits longer than this
 before it destroys an old version)."""
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
+from typing import Any
 
 import keys
 from gateway.core.clock import Clock, isoformat
@@ -27,15 +28,20 @@ from gateway.store import Database, WriteTx
 RING_CACHE_SECONDS = 30.0
 
 
+def tenant_root_key_name(tenant_id: str) -> str:
+    return f"{uuid.UUID(tenant_id)}.key"
+
+
 class KeyRing:
     def __init__(self, db: Database, root: keys.FileRootKeyProvider, clock: Clock, *,
-                 blind_index_bits: int, tenant_key_dir: Path | None = None,
+                 blind_index_bits: int, key_store: Any = None,
                  cache_seconds: float = RING_CACHE_SECONDS) -> None:
         self.db = db
         self.root = root
         self.clock = clock
         self.blind_index_bits = blind_index_bits
-        self.tenant_key_dir = Path(tenant_key_dir) if tenant_key_dir is not None else None
+        # gateway.store.keystore.KeyStore; None: rows are wrapped under the root key.
+        self.key_store = key_store
         self.cache_seconds = cache_seconds
         # tenant -> (opened ring, its key versions, monotonic time it was last checked)
         self._open: dict[str, tuple[keys.TenantKeys, frozenset, float]] = {}
@@ -55,7 +61,7 @@ class KeyRing:
             self._open[tenant_id] = (cached[0], versions, time.monotonic())
             return cached[0]
         opened = keys.open_tenant_keys(
-            self.wrapping_key(tenant_id), uuid.UUID(tenant_id),
+            await self.wrapping_key(tenant_id), uuid.UUID(tenant_id),
             [keys.WrappedKey(r["kind"], r["version"], bytes(r["wrapped"])) for r in rows],
             blind_index_bits=self.blind_index_bits)
         self._open[tenant_id] = (opened, versions, time.monotonic())
@@ -66,40 +72,49 @@ class KeyRing:
         self._open.pop(tenant_id, None)
         self._wrapping.pop(tenant_id, None)
 
-    def tenant_key_path(self, tenant_id: str) -> Path | None:
-        if self.tenant_key_dir is None:
-            return None
-        return self.tenant_key_dir / f"{uuid.UUID(tenant_id)}.key"
+    async def has_tenant_root_key(self, tenant_id: str) -> bool:
+        return self.key_store is not None and \
+            await self.key_store.get(tenant_root_key_name(tenant_id)) is not None
 
-    def wrapping_key(self, tenant_id: str) -> keys.RootKeyProvider:
-        """What wraps this tenant's key rows: its tenant root key file if it has one, else
-        (a tenant from before tenant key files) the root key."""
+    async def wrapping_key(self, tenant_id: str) -> keys.RootKeyProvider:
+        """What wraps this tenant's key rows: its tenant root key if it has one, else
+        (a tenant from before tenant root keys) the root key."""
         cached = self._wrapping.get(tenant_id)
         if cached is not None:
             return cached
-        path = self.tenant_key_path(tenant_id)
         provider: keys.RootKeyProvider = self.root
-        if path is not None and path.exists():
-            provider = keys.TenantRootKey.load(path, self.root, uuid.UUID(tenant_id))
+        if self.key_store is not None:
+            data = await self.key_store.get(tenant_root_key_name(tenant_id))
+            if data is not None:
+                provider = keys.TenantRootKey.from_bytes(data, self.root,
+                                                         uuid.UUID(tenant_id))
         self._wrapping[tenant_id] = provider
         return provider
 
-    def _create_wrapping_key(self, tenant_id: str) -> keys.RootKeyProvider:
-        path = self.tenant_key_path(tenant_id)
-        if path is None:
-            return self.root
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        provider = keys.TenantRootKey.create(path, self.root, uuid.UUID(tenant_id))
-        self._wrapping[tenant_id] = provider
-        return provider
+    async def new_tenant_keys(self, tenant_id: str) -> list[keys.WrappedKey]:
+        """Create the tenant's root key in the key store and its first key rows, wrapped
+        under it. The key is stored first: a crash before the rows commit leaves a key
+        that wraps nothing (harmless), never rows whose wrapping key was not written."""
+        wrapping: keys.RootKeyProvider = self.root
+        if self.key_store is not None:
+            provider, stored = keys.TenantRootKey.generate(self.root, uuid.UUID(tenant_id))
+            await self.key_store.put(tenant_root_key_name(tenant_id), stored)
+            self._wrapping[tenant_id] = wrapping = provider
+        return list(keys.new_tenant_keys(wrapping, uuid.UUID(tenant_id)))
 
-    def store_new_tenant_keys(self, tx: WriteTx, tenant_id: str) -> None:
+    def store_new_tenant_keys(self, tx: WriteTx, tenant_id: str,
+                              wrapped_keys: list[keys.WrappedKey]) -> None:
         now = isoformat(self.clock.now())
-        # The tenant root key file first: a crash before the commit leaves a file that
-        # wraps nothing (harmless), never rows whose wrapping key was not written.
-        wrapping = self._create_wrapping_key(tenant_id)
-        for wrapped in keys.new_tenant_keys(wrapping, uuid.UUID(tenant_id)):
+        for wrapped in wrapped_keys:
             tx.execute(
                 "INSERT INTO tenant_keys (tenant_id, kind, version, wrapped, created_at)"
                 " VALUES (?, ?, ?, ?, ?)", (tenant_id, wrapped.kind, wrapped.version,
                                             wrapped.wrapped, now))
+
+    async def destroy_tenant_root_key(self, tenant_id: str) -> bool:
+        """Crypto-shred the tenant: its root key leaves the key store. True if there was
+        one."""
+        self.forget(tenant_id)
+        if self.key_store is None:
+            return False
+        return await self.key_store.delete(tenant_root_key_name(tenant_id))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -15,6 +16,8 @@ from gateway.tenants.accounts import (
     authenticate_tenant,
 )
 from gateway.web.console.auth import staff_from_cookie, tenant_from_cookie
+from gateway.web.json_body import parse_json
+from gateway.web.server import body_timeout
 
 SERVICES = web.AppKey("services", object)
 
@@ -77,12 +80,22 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 async def body_chunks(request: web.Request, size: int = 64 * 1024):
     """The body as a stream of chunks. A body aiohttp cannot decode (e.g. `Content-Encoding:
-    gzip` over bytes that are not gzip) is the sender's fault: 400, not 500."""
-    try:
-        async for chunk in request.content.iter_chunked(size):
-            yield chunk
-    except web.RequestPayloadError:
-        raise DomainError(400, "malformed-body", "the request body could not be read") from None
+    gzip` over bytes that are not gzip) is the sender's fault: 400, not 500. A client that
+    sends nothing for `[server] body_timeout_seconds` is cut off (408, connection closed),
+    so a slow body never holds a connection and its handler open."""
+    idle = services(request).config.server.body_timeout_seconds
+    while True:
+        try:
+            async with asyncio.timeout(idle):
+                chunk = await request.content.read(size)
+        except TimeoutError:
+            raise body_timeout(idle) from None
+        except web.RequestPayloadError:
+            raise DomainError(400, "malformed-body",
+                              "the request body could not be read") from None
+        if not chunk:
+            return
+        yield chunk
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
@@ -90,10 +103,7 @@ async def read_json(request: web.Request, limit: int) -> Any:
     ctype = request.headers.get("Content-Type", "application/json").split(";")[0].strip()
     if ctype not in ("application/json", ""):
         raise DomainError(415, "unsupported-media-type", "expected application/json")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise DomainError(400, "malformed-json", "the body is not valid JSON") from None
+    return parse_json(body)
 
 
 def query_int(request: web.Request, name: str, default: int) -> int:

@@ -5,6 +5,8 @@ Readiness is one set of checks, answered on GET /readyz and reported at every sc
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,14 +21,44 @@ if TYPE_CHECKING:   # the container is built by gateway.services, which lists th
 routes = web.RouteTableDef()
 
 
+def local_store_dirs(svc: GatewayServices) -> dict[str, Path]:
+    """The directory each store kept on this machine writes to, by readiness component (a
+    PostgreSQL database or an S3 bucket reports its capacity elsewhere). The key store's
+    files are written only when tenants or key versions are created, so its free space is
+    a gauge (`gateway_storage_free_bytes`), not a readiness check."""
+    dirs = {}
+    database_file = getattr(svc.db, "path", None)       # SQLite only
+    blob_root = getattr(svc.blobs, "root", None)        # the file blob store only
+    if database_file is not None:
+        dirs["database"] = Path(database_file).parent
+    if blob_root is not None:
+        dirs["blob_store"] = Path(blob_root)
+    return dirs
+
+
+def _free_bytes(path: Path) -> int:
+    stats = os.statvfs(path)
+    return stats.f_bavail * stats.f_frsize
+
+
 async def readiness(svc: GatewayServices) -> dict[str, bool]:
-    """Each component the gateway needs, and whether it answers now; also sets the gauge."""
+    """Each component the gateway needs, and whether it can serve writes now; also sets the
+    gauge. A local store with less than `[storage] min_free_bytes` free is not ready: the
+    replica drains before its writes start failing, and the check names that store (a
+    ping that only reads would call a full database healthy)."""
     checks = {}
     for component, ping in (("database", svc.db.ping), ("blob_store", svc.blobs.ping)):
         try:
             checks[component] = bool(await ping())
         except Exception:
             checks[component] = False
+    minimum = svc.config.storage.min_free_bytes
+    for component, path in local_store_dirs(svc).items():
+        try:
+            roomy = await asyncio.to_thread(_free_bytes, path) >= minimum
+        except OSError:
+            roomy = False
+        checks[component] = checks[component] and roomy
     svc.metrics.record_readiness(checks)
     return checks
 
@@ -59,8 +91,11 @@ async def readyz(request: web.Request) -> web.Response:
     svc = services(request)
     checks = await readiness(svc)
     ready = all(checks.values())
-    return json_response({"status": "ready" if ready else "not-ready", "checks": checks},
-                         status=200 if ready else 503)
+    body = {"status": "ready" if ready else "not-ready", "checks": checks}
+    if not ready:
+        body["failing"] = sorted(name for name, ok in checks.items() if not ok)
+    return json_response(body, status=200 if ready else 503,
+                         headers=None if ready else {"Retry-After": "5"})
 
 
 @routes.get("/v1/openapi.json")

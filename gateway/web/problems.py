@@ -33,5 +33,8 @@ def problem_response(error: DomainError) -> web.Response:
     response = web.Response(status=error.status_hint, text=json.dumps(problem_body(error)),
                             content_type=PROBLEM_CONTENT_TYPE)
     for hint, value in error.hints.items():
+        if hint == "close":     # the connection cannot be reused (e.g. a body left unread)
+            response.force_close()
+            continue
         response.headers[_HINT_HEADERS.get(hint, hint)] = value
     return response

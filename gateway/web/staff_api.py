@@ -64,11 +64,12 @@ async def get_own_request(request: web.Request) -> web.Response:
         staff, request_id))
 
 
-async def _authorise(request: web.Request, level: str, endpoint: str,
-                     recording_id: str | None = None) -> tuple[str, ReadDecision]:
-    staff = await require_staff(request)
+async def _authorise(request: web.Request, level: str, endpoint: str
+                     ) -> tuple[str, ReadDecision]:
+    staff = await require_staff(request)       # credentials before any parameter
     call_id = request.match_info["call_id"]
     grant_id = _optional_uuid(request, "grant")
+    recording_id = _optional_uuid(request, "recording") if level == "audio" else None
     if not _UUID_RE.match(call_id):
         raise refusal_problem("no_grant")
     try:
@@ -100,8 +101,7 @@ async def technical_view(request: web.Request) -> web.Response:
 
 @routes.get("/v1/staff/diagnostics/calls/{call_id}/audio")
 async def audio(request: web.Request) -> web.StreamResponse:
-    recording_id = _optional_uuid(request, "recording")
-    _, decision = await _authorise(request, "audio", "audio", recording_id)
+    _, decision = await _authorise(request, "audio", "audio")
     assert decision.tenant_id is not None and decision.recording_id is not None
     opened = await services(request).recordings.open(decision.tenant_id,
                                                      decision.recording_id)

@@ -33,14 +33,16 @@ def _int(request: web.Request, name: str, *, default: int | None = None) -> int:
         if default is None:
             raise invalid(name, "is required")
         return default
-    if not raw.isdigit() or len(raw) > 19:
-        raise invalid(name, "must be a non-negative integer")
+    # 18 digits: every value fits a signed 64-bit column (a 19-digit one may not).
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise invalid(name, "must be a non-negative integer below 10^18")
     return int(raw)
 
 
-async def _logged(request: web.Request, endpoint: str, **details: int
-                  ) -> tuple[TenantPrincipal, AuditLog]:
-    tenant = await require_tenant(request)
+async def _logged(request: web.Request, tenant: TenantPrincipal, endpoint: str,
+                  **details: int) -> tuple[TenantPrincipal, AuditLog]:
+    """Log the read (durably) before answering it. The caller authenticated `tenant`
+    first: no parameter is looked at before the credentials are."""
     audit = get_audit_log(services(request))
     entry = {"kind": "log_read", "actor": {"type": "tenant", "id": f"key-{tenant.key_id}"},
              "outcome": "served", "details": {"endpoint": endpoint, **details}}
@@ -65,7 +67,7 @@ async def public_key(request: web.Request) -> web.Response:
 
 @routes.get("/v1/transparency/checkpoint")
 async def checkpoint(request: web.Request) -> web.Response:
-    tenant, audit = await _logged(request, "checkpoint")
+    tenant, audit = await _logged(request, await require_tenant(request), "checkpoint")
     cp = await audit.checkpoint(tenant.tenant_id)
     return json_response({"origin": await audit.origin(tenant.tenant_id), **cp.as_dict()},
                          headers={"Cache-Control": "no-store"})
@@ -73,13 +75,14 @@ async def checkpoint(request: web.Request) -> web.Response:
 
 @routes.get("/v1/transparency/entries")
 async def entries(request: web.Request) -> web.Response:
+    tenant = await require_tenant(request)
     start = _int(request, "start", default=0)
     end = _int(request, "end", default=start + 100)
     if end <= start:
         raise invalid("end", "must be greater than start")
     if end - start > MAX_ENTRIES_PAGE:
         raise invalid("end", f"at most {MAX_ENTRIES_PAGE} entries per page")
-    tenant, audit = await _logged(request, "entries", start=start, end=end)
+    tenant, audit = await _logged(request, tenant, "entries", start=start, end=end)
     rows = await audit.entries(tenant.tenant_id, start, end)
     return json_response({
         "start": start, "end": start + len(rows), "size": await audit.size(tenant.tenant_id),
@@ -89,10 +92,11 @@ async def entries(request: web.Request) -> web.Response:
 
 @routes.get("/v1/transparency/proofs/inclusion")
 async def inclusion(request: web.Request) -> web.Response:
+    tenant = await require_tenant(request)
     index, size = _int(request, "index"), _int(request, "size")
     if index >= size:
         raise invalid("index", "must be smaller than size")
-    tenant, audit = await _logged(request, "inclusion_proof", index=index, size=size)
+    tenant, audit = await _logged(request, tenant, "inclusion_proof", index=index, size=size)
     if size > await audit.size(tenant.tenant_id):
         raise invalid("size", "larger than the log")
     proof = await audit.inclusion_proof(tenant.tenant_id, index, size)
@@ -104,10 +108,11 @@ async def inclusion(request: web.Request) -> web.Response:
 
 @routes.get("/v1/transparency/proofs/consistency")
 async def consistency(request: web.Request) -> web.Response:
+    tenant = await require_tenant(request)
     old, new = _int(request, "old"), _int(request, "new")
     if old > new:
         raise invalid("old", "must not exceed new")
-    tenant, audit = await _logged(request, "consistency_proof", old=old, new=new)
+    tenant, audit = await _logged(request, tenant, "consistency_proof", old=old, new=new)
     if new > await audit.size(tenant.tenant_id):
         raise invalid("new", "larger than the log")
     proof = await audit.consistency_proof(tenant.tenant_id, old, new)
@@ -121,7 +126,7 @@ async def consistency(request: web.Request) -> web.Response:
 async def export(request: web.Request) -> web.StreamResponse:
     """The bundle of docs/transparency.md §4, streamed page by page: every entry up to a
     fresh checkpoint, and every stored checkpoint up to it (oldest first)."""
-    tenant, audit = await _logged(request, "export")
+    tenant, audit = await _logged(request, await require_tenant(request), "export")
     cp = await audit.checkpoint(tenant.tenant_id)
     origin = await audit.origin(tenant.tenant_id)
     response = web.StreamResponse(headers={

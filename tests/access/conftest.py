@@ -20,6 +20,7 @@ from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 def config(tmp_path: Path) -> Config:
     config = make_config(tmp_path / "data")
     config.section("staff_access").notify_allow_http = True
+    config.section("staff_access").notify_allow_private_addresses = True   # 127.0.0.1
     init_storage(config)
     return config
 

@@ -26,6 +26,7 @@ def config(tmp_path: Path) -> Config:
     """As the area's conftest, with the expiry sweep every 50 ms so a test can watch it."""
     config = make_config(tmp_path / "data")
     config.section("staff_access").notify_allow_http = True
+    config.section("staff_access").notify_allow_private_addresses = True   # 127.0.0.1
     config.section("staff_access").sweep_interval_seconds = 0.05
     init_storage(config)
     return config

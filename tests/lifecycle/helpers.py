@@ -4,6 +4,7 @@ recordings uploaded over HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -70,8 +71,22 @@ class Env:
             (self.tenant.id, *params))
         return row[0]
 
-    def blob_path(self, recording_id: str):
-        return self.gateway.services.blobs._path(self.tenant.id, recording_id)
+    async def blob_exists(self, object_id: str) -> bool:
+        """Through the blob-store seam, so the same test runs on files and on S3."""
+        return await self.gateway.services.blobs.exists(self.tenant.id, object_id)
+
+    async def blob_bytes(self, object_id: str) -> bytes:
+        fileobj = await self.gateway.services.blobs.open(self.tenant.id, object_id)
+        try:
+            return await asyncio.to_thread(fileobj.read)
+        finally:
+            fileobj.close()
+
+    async def put_blob(self, object_id: str, data: bytes) -> None:
+        """A blob the database knows nothing of (a writer that died before its row)."""
+        sink = await self.gateway.services.blobs.create(self.tenant.id, object_id)
+        await sink.write(data)
+        await sink.commit()
 
     async def audit_entries(self) -> list[dict[str, Any]]:
         from gateway.transparency.log import get_audit_log
@@ -90,8 +105,12 @@ async def make_env(gateway, name: str = "acme") -> Env:
 def storage_toml(gateway) -> str:
     """The [storage] section of a config file for the CLI that reaches the same stores as
     the running test gateway (its data directory and, on PostgreSQL, its database)."""
+    storage = gateway.config.storage
     return (f'[storage]\ndata_dir = "{gateway.config.data_dir}"\n'
-            f'database_url = "{gateway.config.storage.database_url}"\n')
+            f'database_url = "{storage.database_url}"\n'
+            f'blob_url = "{storage.blob_url}"\nkey_store_url = "{storage.key_store_url}"\n'
+            f'[storage.s3]\nendpoint_url = "{storage.s3.endpoint_url}"\n'
+            f'region = "{storage.s3.region}"\n')
 
 
 def iso(dt) -> str:

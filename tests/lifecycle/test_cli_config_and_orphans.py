@@ -156,14 +156,13 @@ async def test_orphans_from_other_paths_are_collected(gateway):
     await gateway.services.db.write(lambda tx: tx.execute("DELETE FROM calls WHERE id = ?",
                                                           (call,)))
     assert await env.count("blob_keys") == 0 and await env.count("blob_tombstones") == 1
-    assert env.blob_path(rec).exists()
+    assert await env.blob_exists(rec)
     report = await service.sweep()
-    assert report.blobs_unlinked == 1 and not env.blob_path(rec).exists()
+    assert report.blobs_unlinked == 1 and not await env.blob_exists(rec)
     # A file nobody knows (a writer that died mid-rename) and a key without a row: the
     # full scan removes both.
-    stray = env.blob_path("0" * 8 + "-0000-4000-8000-" + "0" * 12)
-    stray.parent.mkdir(parents=True, exist_ok=True)
-    stray.write_bytes(b"ciphertext")
+    stray = "0" * 8 + "-0000-4000-8000-" + "0" * 12
+    await env.put_blob(stray, b"ciphertext")
     call2 = await env.call("c2")
     rec2 = await env.recording(call2)
     await gateway.services.db.write(lambda tx: tx.execute(
@@ -172,4 +171,4 @@ async def test_orphans_from_other_paths_are_collected(gateway):
         ("11111111-1111-4111-8111-111111111111", env.tenant.id, b"\x00")))
     counts = await service.scan_orphans()
     assert counts == {"keys": 1, "files": 1}
-    assert not stray.exists() and env.blob_path(rec2).exists()
+    assert not await env.blob_exists(stray) and await env.blob_exists(rec2)

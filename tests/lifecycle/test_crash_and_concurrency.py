@@ -89,7 +89,7 @@ async def _check_consistent(gateway, seed) -> set[str]:
         key = await db.fetchone("SELECT 1 FROM blob_keys WHERE object_id = ?", (recording_id,))
         if call_id in present:
             assert row is not None and key is not None
-            assert env.blob_path(recording_id).exists()
+            assert await env.blob_exists(recording_id)
         else:
             assert row is None and key is None, "a deleted call left a readable recording"
     for call_id in seed["keep"]:
@@ -138,7 +138,7 @@ async def test_sweep_killed_at_random_points_loses_nothing_and_finishes(gateway)
         present = await _check_consistent(gateway, seed)
         assert present == seed["keep"], (example, point, k)
         for call_id in seed["due"]:
-            assert not seed["env"].blob_path(seed["audio"][call_id][0]).exists()
+            assert not await seed["env"].blob_exists(seed["audio"][call_id][0])
         assert await seed["env"].count("blob_tombstones") == 0
         again = await service.sweep(tenant_ids=[tenant])
         assert again.totals()["call_metadata"] == 0

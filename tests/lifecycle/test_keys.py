@@ -44,7 +44,7 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
     other = await make_env(gateway, "other")
     call_id, rec = await _populate(env)
     await other.call("x")
-    blob_before = env.blob_path(rec).read_bytes()
+    blob_before = await env.blob_bytes(rec)
     service = get_key_service(gateway.services)
     await service.stop()  # drive the job by hand
 
@@ -80,7 +80,7 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
     assert status["versions"] == [2] and status["primary_version"] == 2
 
     # Audio untouched, everything still readable, the integration still verifies.
-    assert env.blob_path(rec).read_bytes() == blob_before
+    assert await env.blob_bytes(rec) == blob_before
     code, audio, _ = await env.request("GET", f"/v1/recordings/{rec}/audio")
     assert code == 200 and audio == AUDIO
     code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")

@@ -16,6 +16,7 @@ import pytest
 import keys
 from gateway.errors import DomainError
 from gateway.lifecycle.offboarding import get_offboarding
+from gateway.tenants.keyring import tenant_root_key_name
 from tests.lifecycle.helpers import eventually, make_env, storage_toml
 
 SUBJECT = "+14155550123"
@@ -84,7 +85,7 @@ async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_
     kept_call = await keep.call("k")
     db_copy, blob_copy = _backup(gateway.config, tmp_path / "backup")
     root = gateway.services.root
-    key_file = gateway.services.keyring.tenant_key_path(env.tenant.id)
+    key_file = gateway.config.tenant_key_dir / tenant_root_key_name(env.tenant.id)
 
     # Control: with the tenant's key file the backup is readable, so the test means
     # something. Without it, the root key alone opens nothing.
@@ -119,7 +120,7 @@ async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_
         _decrypt_from_backup(root, root, env.tenant.id, db_copy, blob_copy, call_id,
                              recording_id)
     # Not even with another tenant's key file put in its place.
-    other_file = gateway.services.keyring.tenant_key_path(keep.tenant.id)
+    other_file = gateway.config.tenant_key_dir / tenant_root_key_name(keep.tenant.id)
     shutil.copy(other_file, key_file)
     with pytest.raises(keys.DecryptionError):
         keys.TenantRootKey.load(key_file, root, uuid.UUID(env.tenant.id))
@@ -173,7 +174,7 @@ async def test_offboarding_refuses_active_holds_and_resumes_after_a_crash(gatewa
     monkeypatch.setattr(service, "_tenant_tables", crash)
     with pytest.raises(RuntimeError):
         await service.offboard(env.tenant.id, override_holds=True)
-    assert not gateway.services.keyring.tenant_key_path(env.tenant.id).exists()
+    assert not await gateway.services.keyring.has_tenant_root_key(env.tenant.id)
     assert await env.count("tenant_keys") == 0 and await env.count("calls") == 1
     monkeypatch.setattr(service, "_tenant_tables", original)
     receipt = await service.offboard(env.tenant.id)

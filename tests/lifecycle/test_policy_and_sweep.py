@@ -67,7 +67,7 @@ async def test_call_metadata_expiry_takes_events_and_recordings_along(gateway):
     young = await env.call("young", started_at=iso(now - 9 * DAY))
     rec_old = await env.recording(old)
     rec_young = await env.recording(young)
-    assert env.blob_path(rec_old).exists()
+    assert await env.blob_exists(rec_old)
 
     report = await env.sweep()
     assert report.totals() == {"call_metadata": 1, "call_events": 2, "recordings": 1,
@@ -76,10 +76,10 @@ async def test_call_metadata_expiry_takes_events_and_recordings_along(gateway):
     assert await env.count("call_events", "call_id = ?", (old,)) == 0
     assert await env.count("recordings", "id = ?", (rec_old,)) == 0
     assert await env.count("blob_keys", "object_id = ?", (rec_old,)) == 0
-    assert not env.blob_path(rec_old).exists()
+    assert not await env.blob_exists(rec_old)
     assert await env.count("blob_tombstones") == 0
     # The young call and its recording are untouched.
-    assert env.blob_path(rec_young).exists()
+    assert await env.blob_exists(rec_young)
     code, _, _ = await env.request("GET", f"/v1/recordings/{rec_young}/audio")
     assert code == 200
     code, _, _ = await env.request("GET", f"/v1/calls/{old}")
@@ -111,7 +111,7 @@ async def test_events_recordings_and_diagnostics_expire_on_their_own_clocks(gate
     report = await env.sweep()
     assert report.totals() == {"call_metadata": 0, "call_events": 0, "recordings": 1,
                                "diagnostics": 0}
-    assert not env.blob_path(rec).exists()
+    assert not await env.blob_exists(rec)
     assert await env.count("calls") == 1
 
     gateway.clock.advance(days=2)                      # call events (5 days) due

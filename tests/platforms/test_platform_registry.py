@@ -103,7 +103,9 @@ def test_gateway_code_keeps_no_platform_list():
     (gateway/media/whatsapp.py: its Graph API calls) is that platform's own code."""
     found = {}
     for path in sorted(GATEWAY.rglob("*.py")):
-        if path.stem in PLATFORMS:
+        if path.stem in PLATFORMS or path.parent.name == "dev":
+            # gateway/dev/ plays the platforms (`gateway dev send-webhook`): a platform it
+            # has no sample for is refused there with a message, nothing else breaks.
             continue
         lines = _platform_lists(ast.parse(path.read_text()))
         if lines:
