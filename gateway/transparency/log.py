@@ -231,8 +231,10 @@ class AuditLog:
 
     def _append_prepared(self, tx: WriteTx, tenant_id: str, prefixes: list[bytes],
                          now: str) -> int:
+        # Locked until the commit: appends from every replica are serialised per tenant,
+        # so each log stays one linear tree (PostgreSQL; SQLite's writer lock does the same).
         head = tx.fetchone("SELECT size, last_time FROM audit_heads WHERE tenant_id = ?",
-                           (tenant_id,))
+                           (tenant_id,), for_update=True)
         size = head["size"] if head is not None else 0
         # Entry times never go backwards within a log (another process's clock may lag).
         when = max(now, head["last_time"]) if head is not None else now

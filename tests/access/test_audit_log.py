@@ -47,14 +47,14 @@ class CountingTx:
         self.statements = 0
         self.after_commit = tx.after_commit
 
-    def fetchone(self, sql, params=()):
+    def fetchone(self, sql, params=(), *, for_update=False):
         self.statements += 1
         self.node_reads += "FROM audit_nodes" in sql
-        return self.tx.fetchone(sql, params)
+        return self.tx.fetchone(sql, params, for_update=for_update)
 
-    def fetchall(self, sql, params=()):
+    def fetchall(self, sql, params=(), *, for_update=False):
         self.statements += 1
-        return self.tx.fetchall(sql, params)
+        return self.tx.fetchall(sql, params, for_update=for_update)
 
     def execute(self, sql, params=()):
         self.statements += 1
