@@ -228,8 +228,7 @@ class DiagnosticsService:
             "timings": {"first_received_at": min(received, default=None),
                         "last_received_at": max(received, default=None),
                         "events": len(events),
-                        "setup_seconds": _seconds_between(call["created_at"],
-                                                          call["started_at"]),
+                        "setup_seconds": _setup_seconds(call["started_at"], events),
                         "duration_seconds": call["duration_seconds"]},
             "status_history": history,
             "deliveries": await self._deliveries(call_id),
@@ -277,6 +276,19 @@ def _delay_ms(occurred: str | None, received: str | None) -> int | None:
     if not occurred or not received:
         return None
     return int((parse_iso(received) - parse_iso(occurred)).total_seconds() * 1000)
+
+
+def _setup_seconds(started_at: str | None, events: list[Any]) -> int | None:
+    """Seconds from the call's start (as the platform reported it, else its first event) to
+    its answer (the earliest 'in-progress' event), whatever order events arrived in. None
+    for a call never answered, and never negative: clocks of the platform and of this
+    gateway are not compared (created_at is this gateway's receive time, not a call time)."""
+    occurred = [e["occurred_at"] for e in events if e["occurred_at"]]
+    answered = [e["occurred_at"] for e in events
+                if e["status"] == "in-progress" and e["occurred_at"]]
+    start = started_at or min(occurred, default=None)
+    seconds = _seconds_between(start, min(answered, default=None))
+    return None if seconds is None or seconds < 0 else seconds
 
 
 def _seconds_between(start: str | None, end: str | None) -> int | None:

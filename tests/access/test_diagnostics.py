@@ -277,3 +277,38 @@ async def test_values_of_the_wrong_kind_stay_out(gateway):
                                        headers=staff["auth"])
     assert view["call"].get("platform_call_id") is None
     assert "4155550100" not in json.dumps(view)
+
+
+async def test_setup_time_is_start_to_answer_and_never_negative(gateway):
+    """The view's setup time is what a support engineer means by it: from the call's
+    start to its answer, whatever order the events came in; unanswered calls have none."""
+    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+    tenant = await gateway.new_tenant("acme")
+    staff = await gateway.new_staff()
+    secret = new_whsec()
+    integration = await gateway.integration(tenant, "standard", {"secret": secret})
+    started = gateway.clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    async def deliver(call: str, status: str) -> None:
+        raw, headers = standard_delivery(secret, call_updated(call, status, started_at=started),
+                                         gateway.clock.now())
+        code, body, _ = await gateway.request(
+            "POST", f"/v1/hooks/standard/{integration['id']}", data=raw, headers=headers)
+        assert code == 200, body
+
+    await deliver("answered", "ringing")
+    await deliver("unanswered", "ringing")
+    gateway.clock.advance(seconds=7)
+    await deliver("answered", "in-progress")
+    await deliver("unanswered", "no-answer")
+    _, page, _ = await gateway.request("GET", "/v1/calls", headers=tenant.auth)
+    ids = {c["platform_call_id"]: c["id"] for c in page["items"]}
+    request = await request_access(gateway, staff, tenant, calls=list(ids.values()))
+    await approve(gateway, tenant, request["id"])
+    setup = {}
+    for name, call_id in ids.items():
+        status, view, _ = await gateway.request(
+            "GET", f"/v1/staff/diagnostics/calls/{call_id}", headers=staff["auth"])
+        assert status == 200, view
+        setup[name] = view["timings"]["setup_seconds"]
+    assert setup == {"answered": 7, "unanswered": None}
