@@ -40,27 +40,39 @@ class _Queued:
 
 
 class GroupCommitWriter:
-    def __init__(self, thread: ThreadPoolExecutor, commit_batch: CommitBatch, *,
+    """The writer thread (which owns the backend's writer connection) and the task that
+    feeds it batches. `call` runs setup and teardown on that same thread."""
+
+    def __init__(self, thread_name: str, commit_batch: CommitBatch, *,
                  max_batch: int = 256,
                  observe_batch: Callable[[int], None] | None = None) -> None:
-        self._thread = thread
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._commit_batch = commit_batch
         self.max_batch = max_batch
         # Called with each durable batch's unit count (the group-commit size metric).
         self.observe_batch = observe_batch
         self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
-        self._task: asyncio.Task | None = asyncio.create_task(self._run(),
-                                                              name="group-commit-writer")
+        self._task: asyncio.Task | None = None
         self.commits = 0
         self.units = 0
+
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread (open the connection, migrate, close)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
 
     @property
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def stop(self) -> None:
+    async def stop(self, close_connection: Callable[[], None] | None = None) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        if close_connection is not None:
+            self._thread.submit(close_connection).result()
+        self._thread.shutdown(wait=True)
 
     async def write(self, fn: Callable[[Any], T]) -> T:
         if self._task is None:
@@ -105,3 +117,25 @@ class GroupCommitWriter:
                     unit.future.set_result(value)
                 else:
                     unit.future.set_exception(value)
+
+
+class BatchingDatabase:
+    """What both metadata backends share: a GroupCommitWriter behind `write`."""
+
+    _writer: GroupCommitWriter | None = None
+
+    @property
+    def commits(self) -> int:
+        return self._writer.commits if self._writer else 0
+
+    @property
+    def units(self) -> int:
+        return self._writer.units if self._writer else 0
+
+    async def write(self, fn: Callable[[Any], T]) -> T:
+        """Run `fn(tx)` on the writer thread inside a group commit; returns its result once
+        its effects are durable. If `fn` raises, its effects are rolled back and the
+        exception propagates. `fn` must be synchronous and quick (statements and CPU only)."""
+        if self._writer is None:
+            raise RuntimeError("database is not open")
+        return await self._writer.write(fn)

@@ -21,7 +21,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
@@ -30,7 +29,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import POSTGRESQL, ddl_to_postgresql, to_postgresql
-from gateway.store.group_commit import GroupCommitWriter
+from gateway.store.group_commit import BatchingDatabase, GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
 
 log = logging.getLogger("gateway.store")
@@ -117,7 +116,7 @@ def _integrity(exc: Exception) -> IntegrityError:
     return IntegrityError(text)
 
 
-class PostgresDatabase:
+class PostgresDatabase(BatchingDatabase):
     dialect = POSTGRESQL
 
     def __init__(self, url: str, *, max_batch: int = 256, pool_size: int = 4,
@@ -132,17 +131,7 @@ class PostgresDatabase:
         self._observe_latency = observe_latency
         self._observe_error = observe_error or (lambda operation: None)
         self._writer_conn: psycopg.Connection | None = None
-        self._writer_thread: ThreadPoolExecutor | None = None
         self._pool: AsyncConnectionPool | None = None
-        self._writer: GroupCommitWriter | None = None
-
-    @property
-    def commits(self) -> int:
-        return self._writer.commits if self._writer else 0
-
-    @property
-    def units(self) -> int:
-        return self._writer.units if self._writer else 0
 
     @property
     def pool_in_use(self) -> int:
@@ -170,10 +159,11 @@ class PostgresDatabase:
         return self._writer_conn
 
     async def open(self) -> PostgresDatabase:
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pg-writer")
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer_thread, self._connect_writer)
-        await loop.run_in_executor(self._writer_thread, self._migrate)
+        self._writer = GroupCommitWriter("pg-writer", self._commit_batch,
+                                         max_batch=self.max_batch,
+                                         observe_batch=self._observe_batch)
+        await self._writer.call(self._connect_writer)
+        await self._writer.call(self._migrate)
 
         async def configure(conn: psycopg.AsyncConnection) -> None:
             conn.row_factory = _row_factory
@@ -183,34 +173,27 @@ class PostgresDatabase:
             kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
             timeout=CONNECT_TIMEOUT_SECONDS)
         await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_SECONDS)
-        self._writer = GroupCommitWriter(self._writer_thread, self._commit_batch,
-                                         max_batch=self.max_batch,
-                                         observe_batch=self._observe_batch)
+        self._writer.start()
         return self
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.stop()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop(self._close_writer)
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
-        if self._writer_thread is not None:
-            conn, self._writer_conn = self._writer_conn, None
-            if conn is not None:
-                self._writer_thread.submit(conn.close).result()
-            self._writer_thread.shutdown(wait=True)
-            self._writer_thread = None
+
+    def _close_writer(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            conn.close()
 
     def _migrate(self) -> list[str]:
         conn = self._ensure_writer()
         return apply_migrations_postgresql(conn)
 
     # -- writes ---------------------------------------------------------------------------
-    async def write(self, fn: Callable[[PgWriteTx], T]) -> T:
-        if self._writer is None:
-            raise RuntimeError("database is not open")
-        return await self._writer.write(fn)
 
     def _commit_batch(self, fns: list[Callable[[PgWriteTx], Any]]
                       ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:

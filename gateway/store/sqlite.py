@@ -9,12 +9,10 @@ connection; WAL gives it a consistent snapshot without blocking the writer.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +20,7 @@ import aiosqlite
 
 from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import SQLITE
-from gateway.store.group_commit import GroupCommitWriter
+from gateway.store.group_commit import BatchingDatabase, GroupCommitWriter
 from gateway.store.migrations import migration_files, split_statements
 
 log = logging.getLogger("gateway.store")
@@ -67,7 +65,7 @@ class SqliteWriteTx:
 WriteTx = SqliteWriteTx
 
 
-class SqliteDatabase:
+class SqliteDatabase(BatchingDatabase):
     dialect = SQLITE
 
     def __init__(self, path: Path, *, max_batch: int = 256,
@@ -76,17 +74,7 @@ class SqliteDatabase:
         self.max_batch = max_batch
         self._observe_batch = observe_batch
         self._writer_conn: sqlite3.Connection | None = None
-        self._writer_thread: ThreadPoolExecutor | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._writer: GroupCommitWriter | None = None
-
-    @property
-    def commits(self) -> int:
-        return self._writer.commits if self._writer else 0
-
-    @property
-    def units(self) -> int:
-        return self._writer.units if self._writer else 0
 
     @staticmethod
     def _pragmas() -> list[str]:
@@ -104,40 +92,31 @@ class SqliteDatabase:
 
     async def open(self) -> SqliteDatabase:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="db-writer")
-        await asyncio.get_running_loop().run_in_executor(self._writer_thread, self._open_writer)
+        self._writer = GroupCommitWriter("db-writer", self._commit_batch,
+                                         max_batch=self.max_batch,
+                                         observe_batch=self._observe_batch)
+        await self._writer.call(self._open_writer)
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
         for pragma in self._pragmas():
             await self._reader.execute(pragma)
-        self._writer = GroupCommitWriter(self._writer_thread, self._commit_batch,
-                                         max_batch=self.max_batch,
-                                         observe_batch=self._observe_batch)
+        self._writer.start()
         return self
 
     async def close(self) -> None:
-        if self._writer is not None:
-            await self._writer.stop()
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.stop(self._close_writer)
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
-        if self._writer_thread is not None:
-            conn, self._writer_conn = self._writer_conn, None
-            if conn is not None:
-                self._writer_thread.submit(conn.close).result()
-            self._writer_thread.shutdown(wait=True)
-            self._writer_thread = None
+
+    def _close_writer(self) -> None:
+        conn, self._writer_conn = self._writer_conn, None
+        if conn is not None:
+            conn.close()
 
     # -- writes ---------------------------------------------------------------------------
-    async def write(self, fn: Callable[[SqliteWriteTx], T]) -> T:
-        """Run `fn(tx)` on the writer thread inside a group commit; returns its result once
-        its effects are durable. If `fn` raises, its effects are rolled back and the
-        exception propagates. `fn` must be synchronous and quick (statements and CPU only)."""
-        if self._writer is None:
-            raise RuntimeError("database is not open")
-        return await self._writer.write(fn)
-
     def _commit_batch(self, fns: list[Callable[[SqliteWriteTx], Any]]
                       ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
         conn = self._writer_conn
