@@ -15,7 +15,6 @@ import pytest
 from gateway.config import Config
 from gateway.core.clock import ManualClock
 from gateway.services import init_storage
-from tests.support.seaweedfs import BUCKETS
 from tests.support.server import RunningGateway, Tenant, make_config, start_gateway
 
 __all__ = ["RunningGateway", "Tenant", "make_config"]   # older imports from tests.conftest
@@ -71,6 +70,7 @@ def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Conf
     if backend == "postgres":
         # The scale-out stack: PostgreSQL, recordings and keys in two S3 buckets.
         config.storage.database_url = request.getfixturevalue("postgres_schema_url")
+        from tests.support.seaweedfs import BUCKETS  # after pytest_plugins registered it
         s3 = request.getfixturevalue("seaweedfs")
         prefix = f"t-{secrets.token_hex(6)}"
         config.storage.blob_url = f"s3://{BUCKETS[0]}/{prefix}"
