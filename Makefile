@@ -25,8 +25,16 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check gateway adapters keys tests bench
 
+# `make bench` runs every benchmark; `make bench ingest replicas` runs the named ones.
+# wrk (the ingest load generator) comes from Debian, installed where missing.
+BENCH_NAMES := $(filter-out bench,$(MAKECMDGOALS))
+ifeq (bench,$(firstword $(MAKECMDGOALS)))
+$(eval $(BENCH_NAMES):;@:)
+endif
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	@command -v wrk >/dev/null || { apt-get update && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends wrk; }
+	$(BIN)/python -m bench $(BENCH_NAMES)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info

@@ -112,6 +112,11 @@ class PlatformDescriptor:
     diagnostic_fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     # Live audio over a WebSocket, if the platform streams it that way.
     media_stream: MediaStream | None = None
+    # verify(WebhookRequest, credentials, now): the signature check alone (raises
+    # SignatureError). Lets the gateway tell a body the platform really signed but the
+    # adapter cannot use (acknowledged, counted as rejected, so the platform stops
+    # retrying) from a forgery (refused). None: a malformed body is always refused.
+    verify: Callable[..., None] | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):

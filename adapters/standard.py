@@ -205,6 +205,7 @@ PLATFORM = PlatformDescriptor(
     replay_window=TIMESTAMP_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
+    verify=verify,
     recording_download=recording_download,
     required_credentials=("secret",),
     # A generic sender hosts its own media: the operator must list its hosts.

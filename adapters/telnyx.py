@@ -322,6 +322,7 @@ PLATFORM = PlatformDescriptor(
     replay_window=TIMESTAMP_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
+    verify=verify,
     recording_download=recording_download,
     required_credentials=("public_key",),
     optional_credentials=("api_key",),

@@ -468,6 +468,7 @@ PLATFORM = PlatformDescriptor(
     replay_window=MAX_EVENT_AGE + c.MAX_FUTURE_SKEW,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
+    verify=verify,
     recording_download=recording_download,
     required_credentials=("account_sid", "auth_token"),
     # Basic auth goes only to RECORDING_HOSTS; media redirects to Twilio's CDN.

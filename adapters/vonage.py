@@ -383,6 +383,7 @@ PLATFORM = PlatformDescriptor(
     replay_window=IAT_TOLERANCE * 2,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
+    verify=verify,
     recording_download=recording_download,
     # signature_secret stops being required only with an explicit verify_signatures: false.
     required_credentials=("signature_secret", "application_id", "private_key"),

@@ -335,6 +335,7 @@ PLATFORM = PlatformDescriptor(
     replay_window=MAX_EVENT_AGE + c.MAX_FUTURE_SKEW,
     validate_credentials=validate_credentials,
     verify_and_parse=verify_and_parse,
+    verify=verify,
     recording_download=recording_download,
     required_credentials=("app_secret", "verify_token", "access_token", "phone_number_id"),
     # WhatsApp has no platform recordings: audio arrives live over WebRTC.

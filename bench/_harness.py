@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -50,31 +51,43 @@ def rss_kib(pid: int) -> int:
 
 
 class GatewayProcess:
-    """`gateway init` + `gateway serve` in a temp directory, like an operator runs it."""
+    """`gateway init` + `gateway serve` in a temp directory, like an operator runs it.
 
-    def __init__(self, extra_config: str = "") -> None:
-        self.dir = tempfile.TemporaryDirectory(prefix="vgw-bench-")
+    `env` is added to the child's environment (S3 credentials come only from there).
+    `share_with` makes this a second replica of another GatewayProcess: the same data_dir
+    (root and signing key files) and storage settings, its own ports, no temp dir of its own.
+    """
+
+    def __init__(self, extra_config: str = "", *, env: dict[str, str] | None = None,
+                 share_with: GatewayProcess | None = None, server_config: str = "") -> None:
+        self.env = {**os.environ, **(env or {})}
+        self.dir = None if share_with else tempfile.TemporaryDirectory(prefix="vgw-bench-")
+        self.root = Path(share_with.root if share_with else self.dir.name)
         self.port = free_port()
         self.metrics_port = free_port()
-        self.config = Path(self.dir.name) / "gateway.toml"
+        self.config = self.root / f"gateway-{self.port}.toml"
         self.config.write_text(
             f'[server]\nlisten = "127.0.0.1:{self.port}"\n'
-            f'public_base_url = "http://127.0.0.1:{self.port}"\n'
+            f'public_base_url = "http://127.0.0.1:{self.port}"\n{server_config}'
             f'[metrics]\nlisten = "127.0.0.1:{self.metrics_port}"\n'
-            f'[storage]\ndata_dir = "data"\n[logging]\nlevel = "WARNING"\n' + extra_config)
+            f'[logging]\nlevel = "WARNING"\n'
+            f'[storage]\ndata_dir = "{self.root / "data"}"\n' + extra_config)
         self.proc: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
     def cli(self, *args: str) -> dict[str, Any]:
         out = subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(self.config),
-                              *args, "--json"], check=True, capture_output=True, text=True,
-                             cwd=ROOT)
+                              *args, "--json"], capture_output=True, text=True,
+                             cwd=ROOT, env=self.env)
+        if out.returncode:
+            raise RuntimeError(f"gateway {' '.join(args)} exited {out.returncode}:\n"
+                               f"{out.stdout}{out.stderr[-2000:]}")
         return json.loads(out.stdout)
 
     def __enter__(self) -> GatewayProcess:
         self.cli("init")
         self.proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config",
-                                      str(self.config), "serve"], cwd=ROOT,
+                                      str(self.config), "serve"], cwd=ROOT, env=self.env,
                                      stderr=subprocess.DEVNULL)
         wait_for_port(self.port)
         return self
@@ -86,7 +99,9 @@ class GatewayProcess:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-        self.dir.cleanup()
+                self.proc.wait(10)
+        if self.dir is not None:
+            self.dir.cleanup()
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ GROUP_HELP = {
     "retention": "run the retention sweep by hand",
     "keys": "rotate tenant keys and show their state",
     "dev": "development helpers: signed sample deliveries",
+    "storage": "move an installation to other storage backends",
 }
 
 
@@ -66,8 +67,10 @@ async def cmd_tenant_create(args: argparse.Namespace, config: Config) -> int:
     from gateway.tenants.accounts import create_tenant
 
     async def run(svc: GatewayServices) -> int:
-        tenant_id, api_key = await create_tenant(svc.db, svc.keyring, svc.clock, args.name)
-        emit(args, {"tenant_id": tenant_id, "api_key": api_key},
+        tenant_id, api_key = await create_tenant(svc.db, svc.keyring, svc.clock, args.name,
+                                                 region=args.region, directory=svc.regions)
+        emit(args, {"tenant_id": tenant_id, "api_key": api_key,
+                    **({"region": args.region} if args.region else {})},
              f"tenant {tenant_id}\napi key (shown once): {api_key}")
         return 0
     return await with_services(config, run)
@@ -113,9 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(("init",), cmd_init, help_text="create the data directory, keys and schema")
     add(("serve",), cmd_serve, help_text="serve the API and the metrics listener")
-    add(("tenant", "create"), cmd_tenant_create,
-        lambda p: p.add_argument("--name", required=True,
-                                 help="the tenant's display name (kept encrypted)"),
+    def tenant_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--name", required=True,
+                       help="the tenant's display name (kept encrypted)")
+        p.add_argument("--region", help="pin the tenant's data to this [regions.<name>]"
+                                        " (default: the [storage] stores)")
+    add(("tenant", "create"), cmd_tenant_create, tenant_args,
         "create a tenant and print its API key (shown once)")
 
     def staff_args(p: argparse.ArgumentParser) -> None:

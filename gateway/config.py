@@ -4,6 +4,7 @@ so a typo never silently falls back to a default."""
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -100,6 +101,56 @@ class LoggingConfig:
     level: str = "INFO"
 
 
+# Long enough for "EU standard contractual clauses (2021/914), module 3"; short enough to
+# fit every transfer item and log entry.
+MAX_LEGAL_BASIS_LENGTH = 200
+
+
+@dataclass
+class TransfersConfig:
+    """`[transfers]`: the legal basis the operator relies on when staff in a country outside
+    a tenant's region read its data (docs/residency.md). Values are copied into the
+    tenant's log, which refuses anything that reads as a phone number."""
+    # Country code -> basis, e.g. {US = "EU-US Data Privacy Framework"}.
+    legal_basis: dict = field(default_factory=dict)
+    # Refuse an access request from a staff member outside the tenant's region whose country
+    # has no legal_basis (403 naming the rule, logged). False: allow, recorded with null.
+    require_legal_basis: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.legal_basis, dict):
+            raise ConfigError('transfers.legal_basis must be a table {COUNTRY = "basis"}')
+        for country, basis in self.legal_basis.items():
+            if not re.fullmatch(r"[A-Z]{2}", country):
+                raise ConfigError("transfers.legal_basis keys must be ISO 3166-1 alpha-2"
+                                  " country codes such as US")
+            if not isinstance(basis, str) or not 0 < len(basis) <= MAX_LEGAL_BASIS_LENGTH:
+                raise ConfigError(f"transfers.legal_basis.{country} must be a text of 1-"
+                                  f"{MAX_LEGAL_BASIS_LENGTH} characters")
+
+    def basis_for(self, country: str) -> str | None:
+        return self.legal_basis.get(country)
+
+
+@dataclass
+class RegionConfig:
+    """One `[regions.<name>]` table: the stores a pinned tenant's data may live in
+    (docs/residency.md). Both URLs are required, as `[storage]`'s URL forms."""
+    blob_url: str = ""
+    key_store_url: str = ""
+    # S3 endpoint and signing region for this region's buckets where they differ from
+    # [storage.s3] (empty: those).
+    endpoint_url: str = ""
+    region: str = ""
+    # ISO 3166-1 alpha-2 countries inside this region: a staff read from elsewhere is a
+    # transfer ([transfers]).
+    countries: list = field(default_factory=list)
+
+
+# Region names are config keys, metric labels and CLI arguments: short, lower case.
+_REGION_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
 @dataclass
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
@@ -110,6 +161,12 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     # Sections added by later features register here (see `register_section`).
     extra: dict[str, Any] = field(default_factory=lambda: _Sections())
+
+    @property
+    def regions(self) -> dict[str, RegionConfig]:
+        """The `[regions.<name>]` tables by name; empty without `[regions]` (one set of
+        stores, as before regions existed)."""
+        return self.extra.get(REGIONS_SECTION) or {}
 
     def section(self, name: str) -> Any:
         """A feature's own section (registered with `register_section`); the defaults if
@@ -155,7 +212,11 @@ AREA_SECTIONS: dict[str, type] = {
     "keys": KeysConfig,
     "recording_fetch": RecordingFetchConfig,
     "media": MediaConfig,
+    "transfers": TransfersConfig,
 }
+# [regions.<name>] is a table of tables, parsed by _build_regions (not an AREA_SECTION: its
+# keys are the operator's region names).
+REGIONS_SECTION = "regions"
 
 # (Transitional) sections still registered at import time by their feature module.
 _EXTRA_SECTIONS: dict[str, type] = AREA_SECTIONS
@@ -210,7 +271,9 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     for name, value in raw.items():
         if not isinstance(value, dict):
             raise ConfigError(f"top-level key {name} must be a [section]")
-        if name in _EXTRA_SECTIONS:
+        if name == REGIONS_SECTION:
+            config.extra[name] = _build_regions(value)
+        elif name in _EXTRA_SECTIONS:
             config.extra[name] = _build(_EXTRA_SECTIONS[name], value, name)
         elif name in {f.name for f in fields(Config)} and name != "extra":
             setattr(config, name, _build(type(getattr(config, name)), value, name))
@@ -242,6 +305,44 @@ def _check_storage(config: Config) -> None:
         raise ConfigError("storage.key_store_url must be another bucket or prefix than"
                           " storage.blob_url (and not inside it): key material never sits"
                           " beside the recordings it protects")
+    _check_regions(config, [("storage.blob_url", blobs), ("storage.key_store_url", keys)])
+
+
+def _build_regions(raw: dict[str, Any]) -> dict[str, RegionConfig]:
+    regions = {}
+    for name, table in raw.items():
+        if not _REGION_NAME_RE.fullmatch(name) or name == "default":
+            raise ConfigError(f"region name {name!r}: 1-32 lower-case letters, digits and"
+                              " '-', starting with a letter (and not 'default')")
+        if not isinstance(table, dict):
+            raise ConfigError(f"regions.{name} must be a [regions.{name}] table")
+        region = _build(RegionConfig, table, f"regions.{name}")
+        if not region.blob_url or not region.key_store_url:
+            raise ConfigError(f"regions.{name} needs blob_url and key_store_url")
+        if not isinstance(region.countries, list) or not all(
+                isinstance(c, str) and re.fullmatch(r"[A-Z]{2}", c) for c in region.countries):
+            raise ConfigError(f"regions.{name}.countries must be ISO 3166-1 alpha-2 codes"
+                              " such as [\"DE\", \"FR\"]")
+        regions[name] = region
+    return regions
+
+
+def _check_regions(config: Config, taken: list[tuple[str, tuple[str, str]]]) -> None:
+    """No two stores of any region (or [storage]) may overlap: a region's copy never holds
+    another region's objects, and keys never sit beside blobs."""
+    taken = list(taken)
+    for name, region in config.regions.items():
+        for key, url in (("blob_url", region.blob_url), ("key_store_url", region.key_store_url)):
+            where = f"regions.{name}.{key}"
+            try:
+                location = store_location(url, config.data_dir)
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            for other, other_location in taken:
+                if stores_overlap(location, other_location):
+                    raise ConfigError(f"{where} overlaps {other}: each region's stores (and"
+                                      " [storage]'s) must be apart, keys never beside blobs")
+            taken.append((where, location))
 
 
 

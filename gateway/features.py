@@ -19,6 +19,8 @@ def modules() -> list[ModuleType]:
     from gateway.ingest import recording_fetch
     from gateway.lifecycle import area as lifecycle
     from gateway.media import feature as media
+    from gateway.store import cli as storage_cli
+    from gateway.tenants import cli as tenant_cli
     from gateway.transparency import cli as audit_cli
     from gateway.transparency import log as audit
     from gateway.web import (
@@ -26,6 +28,7 @@ def modules() -> list[ModuleType]:
         health,
         hooks,
         keys_api,
+        regions_api,
         retention_api,
         staff_api,
         subjects_api,
@@ -35,4 +38,5 @@ def modules() -> list[ModuleType]:
 
     return [health, audit, audit_cli, tenant_api, hooks, recording_fetch, staff_access, staff_api,
             access_api, transparency_api,
-            lifecycle, retention_api, subjects_api, keys_api, media]
+            lifecycle, retention_api, subjects_api, keys_api, media, storage_cli,
+            regions_api, tenant_cli]

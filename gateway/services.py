@@ -19,6 +19,7 @@ from gateway.ingest.pipeline import IngestService
 from gateway.store import BlobStore, Database, open_database
 from gateway.store.files import FileBlobStore
 from gateway.store.keystore import KeyStore, open_blob_store, open_key_store
+from gateway.store.regions import RegionDirectory, check_regions_in_use, open_region_stores
 from gateway.tenants.keyring import KeyRing
 
 
@@ -42,10 +43,14 @@ class GatewayServices:
     recordings: RecordingService
     # Feature modules hang their own services here by name.
     features: dict[str, Any] = field(default_factory=dict)
+    # Where each tenant's objects live, with [regions] configured (gateway/store/regions.py);
+    # None: one set of stores.
+    regions: RegionDirectory | None = None
 
     async def close(self) -> None:
         await self.db.close()
-        # S3 clients are bound to the loop that opened them: close them with it.
+        # S3 clients are bound to the loop that opened them: close them with it (a region
+        # router closes each region's stores).
         for store in (self.blobs, self.key_store):
             close = getattr(store, "close", None)
             if close is not None:
@@ -93,6 +98,15 @@ async def open_services(config: Config, clock: Clock | None = None,
                             observe=observe_s3)
     key_store = open_key_store(config.storage.key_store_url, config.tenant_key_dir,
                                config.storage.s3, observe=observe_s3)
+    directory = None
+    try:    # a tenant pinned to a region the config dropped: refuse to start
+        await check_regions_in_use(db, config)
+    except BaseException:
+        await db.close()
+        raise
+    if config.regions:
+        blobs, key_store, directory = open_region_stores(config, db, metrics, blobs,
+                                                         key_store, observe_s3)
     keyring = KeyRing(db, root, clock, blind_index_bits=config.privacy.blind_index_bits,
                       key_store=key_store)
     integrations = IntegrationService(
@@ -104,7 +118,7 @@ async def open_services(config: Config, clock: Clock | None = None,
         config=config, clock=clock, metrics=metrics, db=db, root=root, keyring=keyring,
         blobs=blobs, key_store=key_store, integrations=integrations, ingest=ingest,
         calls=CallService(db, keyring),
-        recordings=RecordingService(db, keyring, blobs, clock, metrics))
+        recordings=RecordingService(db, keyring, blobs, clock, metrics), regions=directory)
     # Hooks that must be in place before anything runs (recovery handlers, ingest
     # subscribers), in the server and the CLI alike.
     from gateway import features

@@ -14,6 +14,7 @@ from ._root import FileRootKeyProvider, RootKeyProvider
 from ._signing import OperatorSigningKey, verify_ed25519
 from ._tenant import (
     TenantKeys,
+    UnitSealed,
     WrappedKey,
     new_kek_version,
     new_tenant_keys,
@@ -21,12 +22,27 @@ from ._tenant import (
     sealed_version,
 )
 from ._tenant_root import TenantRootKey
+from ._unit import (
+    MAX_SEGMENT_ENTRIES,
+    UnitKey,
+    decode_segment,
+    encode_segment,
+    new_unit_key,
+    unit_ref,
+)
 
 __all__ = [
     "DecryptionError",
     "RootKeyProvider",
     "FileRootKeyProvider",
     "TenantRootKey",
+    "UnitKey",
+    "MAX_SEGMENT_ENTRIES",
+    "UnitSealed",
+    "new_unit_key",
+    "encode_segment",
+    "decode_segment",
+    "unit_ref",
     "WrappedKey",
     "TenantKeys",
     "new_tenant_keys",

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from . import _blind, _dek, _record
+from . import _blind, _dek, _record, _unit
 from ._blob import (
     DEFAULT_SEGMENT_SIZE_LOG2,
     MAX_SEGMENT_SIZE_LOG2,
@@ -44,6 +44,7 @@ __all__ = [
     "new_kek_version",
     "open_tenant_keys",
     "sealed_version",
+    "UnitSealed",
     "KIND_KEK",
     "KIND_BIK",
     "MAX_KEK_VERSION",
@@ -122,10 +123,13 @@ def open_tenant_keys(
     wrapped: Iterable[WrappedKey],
     *,
     blind_index_bits: int = 16,
+    units: Mapping[tuple[uuid.UUID, uuid.UUID], _unit.UnitKey] | None = None,
 ) -> TenantKeys:
     """Unwrap a tenant's key rows into a TenantKeys.
 
-    Needs at least one KEK version and exactly one BIK (ValueError otherwise); raises
+    `units` (anything with `.get((segment id, entry id))`) is where format-2 records find
+    their unit keys when `open_record` is given none: the gateway passes its key-store
+    cache. Needs at least one KEK version and exactly one BIK (ValueError otherwise); raises
     DecryptionError if any row fails to unwrap (tampered, or another tenant's row).
     """
     _check_root(root)
@@ -156,15 +160,22 @@ def open_tenant_keys(
             keks[row.version] = _Kek(key)
         else:
             bik = key
-    return TenantKeys._create(tenant_id, keks, bik, blind_index_bits)
+    return TenantKeys._create(tenant_id, keks, bik, blind_index_bits, units)
+
+
+class UnitSealed(ValueError):
+    """The record is under a unit key (format 2), not under any KEK version."""
 
 
 def sealed_version(sealed: bytes) -> int:
     """KEK version a sealed record or wrapped DEK is under (to track rotation progress).
 
-    Reads the unauthenticated prefix only; ValueError if sealed is not either format.
+    Reads the unauthenticated prefix only; ValueError if sealed is not either format,
+    UnitSealed (a ValueError) for a format-2 record, which no KEK version protects.
     """
     sealed = as_bytes(sealed, "sealed")
+    if _unit.unit_ref(bytes(sealed)) is not None:
+        raise UnitSealed()
     try:
         if len(sealed) == _dek.WRAPPED_LEN and sealed[0] == _dek.FORMAT:
             return _dek.parse(sealed)[0]
@@ -194,14 +205,18 @@ class TenantKeys:
     still present. No attribute or method returns a raw key.
     """
 
-    __slots__ = ("_tenant_id", "_tenant", "_keks", "_primary", "_versions", "_bik", "_bits")
+    __slots__ = ("_tenant_id", "_tenant", "_keks", "_primary", "_versions", "_bik", "_bits",
+                 "_units")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use keys.open_tenant_keys(root, tenant_id, wrapped) to create TenantKeys")
 
     @classmethod
-    def _create(cls, tenant_id: uuid.UUID, keks: dict[int, _Kek], bik: bytes, bits: int) -> TenantKeys:
+    def _create(cls, tenant_id: uuid.UUID, keks: dict[int, _Kek], bik: bytes, bits: int,
+                units: Mapping[tuple[uuid.UUID, uuid.UUID], _unit.UnitKey] | None = None
+                ) -> TenantKeys:
         self = object.__new__(cls)
+        self._units = units
         self._tenant_id = tenant_id
         self._tenant = tenant_id.bytes
         self._keks = keks
@@ -241,28 +256,43 @@ class TenantKeys:
 
     # -- records ---------------------------------------------------------------
 
-    def seal_record(self, kind: str, record_id: str, plaintext: bytes) -> bytes:
-        """Encrypt plaintext bound to this tenant, kind and record_id."""
+    def seal_record(self, kind: str, record_id: str, plaintext: bytes, *,
+                    unit: _unit.UnitKey | None = None) -> bytes:
+        """Encrypt plaintext bound to this tenant, kind and record_id; with `unit`, under
+        that unit key (record format 2, erased when the unit key is deleted)."""
         kind_b = check_str(kind, "kind", _record.MAX_KIND_BYTES)
         id_b = check_str(record_id, "record_id", _record.MAX_RECORD_ID_BYTES)
         plaintext = as_bytes(plaintext, "plaintext")
         if len(plaintext) > _record.MAX_PLAINTEXT:
             raise ValueError(f"plaintext must be at most {_record.MAX_PLAINTEXT} bytes; store larger data as a blob")
+        if unit is not None:
+            if not isinstance(unit, _unit.UnitKey):
+                raise TypeError(f"unit must be a UnitKey, not {type(unit).__name__}")
+            return _unit.seal_with_unit(unit, self._tenant, kind_b, id_b, plaintext)
         version = self._primary
         return _record.seal(self._keks[version].records, self._tenant, kind_b, id_b, version, plaintext)
 
-    def open_record(self, kind: str, record_id: str, sealed: bytes) -> bytes:
+    def open_record(self, kind: str, record_id: str, sealed: bytes, *,
+                    units: Mapping[tuple[uuid.UUID, uuid.UUID], _unit.UnitKey] | None = None
+                    ) -> bytes:
         """Decrypt a sealed record; DecryptionError unless it was sealed by this tenant
-        with this kind and record_id and is unmodified, under a version still present."""
+        with this kind and record_id and is unmodified, under a version still present (a
+        format-2 record: under its unit key, found in `units` by `keys.unit_ref`)."""
         kind_b = check_str(kind, "kind", _record.MAX_KIND_BYTES)
         id_b = check_str(record_id, "record_id", _record.MAX_RECORD_ID_BYTES)
         sealed = bytes(as_bytes(sealed, "sealed"))
+        if sealed[:1] == bytes([_unit.RECORD_FORMAT]):
+            return _unit.open_with_unit(units if units is not None else self._units,
+                                        self._tenant, kind_b, id_b, sealed)
         kek = self._kek(_record.kek_version(sealed))
         return _record.open_(kek.records, self._tenant, kind_b, id_b, sealed)
 
     def reseal_record(self, kind: str, record_id: str, sealed: bytes) -> bytes:
         """Re-encrypt a sealed record under the primary version (rotation). A record
-        already under the primary version is authenticated and returned unchanged."""
+        already under the primary version is authenticated and returned unchanged, and so
+        is a format-2 record (under its unit key, no KEK: rotation leaves it as it is)."""
+        if bytes(sealed[:1]) == bytes([_unit.RECORD_FORMAT]):
+            return bytes(sealed)
         plaintext = self.open_record(kind, record_id, sealed)
         if _record.kek_version(bytes(sealed)) == self._primary:
             return bytes(sealed)

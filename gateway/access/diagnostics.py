@@ -190,7 +190,11 @@ class DiagnosticsService:
         key_version = None
         if call["parties"] is not None:
             sealed = bytes(call["parties"])
-            key_version = keys.sealed_version(sealed)
+            await self.keyring.prefetch_units(tenant_id, [sealed])
+            try:
+                key_version = keys.sealed_version(sealed)
+            except keys.UnitSealed:     # under its own unit key (docs/crypto-formats.md)
+                key_version = None
             opened = json.loads(ring.open_record(PARTIES_RECORD, call_id, sealed))
             parties = {"from": mask_number(opened.get("from")),
                        "to": mask_number(opened.get("to"))}
@@ -198,6 +202,7 @@ class DiagnosticsService:
             "SELECT id, kind, status, received_at, occurred_at, body FROM call_events"
             " WHERE call_id = ? AND tenant_id = ? ORDER BY received_at, occurred_at, id",
             (call_id, tenant_id))
+        await self.keyring.prefetch_units(tenant_id, [e["body"] for e in events])
         history = []
         for event in events:
             body: dict[str, Any] = {}

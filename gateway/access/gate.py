@@ -74,6 +74,9 @@ class ReadGate:
         self.db = db
         self.clock = clock
         self.grants = grants
+        # (tx, tenant_id, staff) -> extra details for a served read's entry (the transfer,
+        # gateway/access/transfers.py); set by get_staff_access.
+        self.read_details: Any = None
         self._reads = None
         if registry is not None:
             self._reads = Counter("gateway_staff_diagnostic_reads",
@@ -121,6 +124,8 @@ class ReadGate:
                                         recording_id=chosen)
             if decision.allowed:
                 details = {"endpoint": endpoint}
+                if self.read_details is not None:
+                    details.update(self.read_details(tx, tenant_id, staff))
                 if decision.recording_id:
                     details["recording_id"] = decision.recording_id
                 self.grants.serve_read_in_tx(tx, row, now, entry(

@@ -1,5 +1,6 @@
-"""The tenant's access policy: for each purpose x level, auto-approve, require approval or
-deny. Pure: no storage, no clock (the service stores and loads the rules).
+"""The tenant's access policy: who may even ask (the staff rule: countries and employers),
+then for each purpose x level, auto-approve, require approval or deny. Pure: no storage, no
+clock (the service stores and loads the rules).
 
 Invariants:
 - Deny wins: when several rules match, the most restrictive action is the decision.
@@ -7,10 +8,14 @@ Invariants:
   denies audio for it too.
 - No rule matching means `require_approval`: silence never auto-approves.
 - The tenant's own limits never exceed the operator's (`parse_policy` bounds them).
+- The staff rule is checked before any purpose x level rule: a staff member outside its
+  lists is refused whatever the rules say (the refusal names the list that refused).
+  No staff rule (or no list) means that list does not restrict.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +32,37 @@ LEVELS = ("technical", "audio")
 ACTIONS = ("auto_approve", "require_approval", "deny")
 DEFAULT_ACTION = "require_approval"
 WILDCARD = "*"
+# Bounds on the staff rule's lists: every ISO 3166-1 country fits; employers are the
+# operator's few contracting companies.
+MAX_STAFF_COUNTRIES = 250
+MAX_STAFF_EMPLOYERS = 50
+_COUNTRY_RE = re.compile(r"[A-Z]{2}")
+# The same shape as a staff account's employer (gateway.tenants.accounts.validate_name).
+_EMPLOYER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class StaffRule:
+    """Who may even ask for access: None for a list means it does not restrict."""
+    countries: tuple[str, ...] | None = None
+    employers: tuple[str, ...] | None = None
+
+    def refusal(self, country: str, employer: str) -> str | None:
+        """The rule that refuses this staff member ("staff.countries" or
+        "staff.employers"), or None if both lists allow them."""
+        if self.countries is not None and country not in self.countries:
+            return "staff.countries"
+        if self.employers is not None and employer not in self.employers:
+            return "staff.employers"
+        return None
+
+    def as_dict(self) -> dict[str, list[str]]:
+        out = {}
+        if self.countries is not None:
+            out["countries"] = list(self.countries)
+        if self.employers is not None:
+            out["employers"] = list(self.employers)
+        return out
 
 
 @dataclass(frozen=True)
@@ -34,6 +70,11 @@ class Policy:
     rules: dict[str, dict[str, str]] = field(default_factory=dict)
     pending_ttl_seconds: int | None = None
     max_grant_seconds: int | None = None
+    staff: StaffRule | None = None
+
+    def staff_refusal(self, country: str, employer: str) -> str | None:
+        """The staff rule refusing this staff member, or None (see StaffRule.refusal)."""
+        return self.staff.refusal(country, employer) if self.staff is not None else None
 
     def decide(self, purpose: str, level: str) -> str:
         """The action for (purpose, level): the most restrictive of every rule that
@@ -66,7 +107,7 @@ class Policy:
 def parse_policy(body: Any, cfg: StaffAccessConfig) -> Policy:
     if not isinstance(body, dict):
         raise invalid("body", "must be a JSON object")
-    unknown = set(body) - {"rules", "pending_ttl_seconds", "max_grant_seconds"}
+    unknown = set(body) - {"rules", "pending_ttl_seconds", "max_grant_seconds", "staff"}
     if unknown:
         raise invalid(sorted(unknown)[0], "unknown field")
     rules_in = body.get("rules", {})
@@ -88,13 +129,51 @@ def parse_policy(body: Any, cfg: StaffAccessConfig) -> Policy:
                             cfg.max_pending_ttl_seconds)
     max_grant = _optional_seconds(body, "max_grant_seconds", MIN_GRANT_SECONDS,
                                   cfg.max_grant_seconds)
-    return Policy(rules, ttl, max_grant)
+    return Policy(rules, ttl, max_grant, parse_staff_rule(body.get("staff")))
+
+
+def parse_staff_rule(value: Any) -> StaffRule | None:
+    """`{"countries": ["DE", ...], "employers": ["Operator GmbH", ...]}`; either may be
+    left out (no restriction by it); null or absent: no staff rule."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise invalid("staff", 'must be {"countries": [...], "employers": [...]}')
+    unknown = set(value) - {"countries", "employers"}
+    if unknown:
+        raise invalid(f"staff.{sorted(unknown)[0]}", "unknown field")
+    countries = _string_list(value, "countries", _COUNTRY_RE, MAX_STAFF_COUNTRIES,
+                             "ISO 3166-1 alpha-2 codes such as DE")
+    employers = _string_list(value, "employers", _EMPLOYER_RE, MAX_STAFF_EMPLOYERS,
+                             "employer names as staff accounts carry them")
+    return StaffRule(countries, employers)
+
+
+def _string_list(value: dict, name: str, pattern: re.Pattern, limit: int,
+                 what: str) -> tuple[str, ...] | None:
+    items = value.get(name)
+    if items is None:
+        return None
+    if (not isinstance(items, list) or len(items) > limit
+            or not all(isinstance(i, str) and pattern.fullmatch(i) for i in items)):
+        raise invalid(f"staff.{name}", f"must be a list of at most {limit} {what}")
+    return tuple(dict.fromkeys(items))
+
+
+def staff_rule_from_json(data: dict[str, Any] | None) -> StaffRule | None:
+    """A stored staff rule (StaffRule.as_dict) back as a StaffRule."""
+    if data is None:
+        return None
+    countries, employers = data.get("countries"), data.get("employers")
+    return StaffRule(tuple(countries) if countries is not None else None,
+                     tuple(employers) if employers is not None else None)
 
 
 def render_policy(policy: Policy, cfg: StaffAccessConfig,
                   webhook: dict[str, Any] | None) -> dict[str, Any]:
     """The tenant's view: its rules, what they decide, the operator's limits, its endpoint."""
     return {"rules": policy.rules, "effective": policy.effective(),
+            "staff": policy.staff.as_dict() if policy.staff is not None else None,
             "pending_ttl_seconds": policy.pending_ttl_seconds,
             "max_grant_seconds": policy.max_grant_seconds,
             "operator_limits": {"max_grant_seconds": cfg.max_grant_seconds,

@@ -7,6 +7,9 @@ Invariants:
   because it is copied into the tenant's log and notifications.
 - The scope is either a bounded list of call ids or a bounded, zoned time window.
 - Errors name the field, never echo the value.
+- A request the tenant's staff rule (or the operator's transfer rule) refuses is answered
+  403 naming the rule (`staff_rule_refused`), after its `access_request` entry with
+  outcome `refused` (`refused_request_entry`) is in the tenant's log.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from gateway.access.policy import LEVELS, PURPOSES
 from gateway.access.settings import MIN_GRANT_SECONDS, StaffAccessConfig
 from gateway.core.clock import isoformat, parse_time_field
-from gateway.errors import invalid
+from gateway.errors import DomainError, invalid
 from gateway.transparency.entries import find_phone_like
 
 _REFERENCE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:#/-]{0,63}")
@@ -75,6 +78,32 @@ def parse_request(body: Any, cfg: StaffAccessConfig) -> NewRequest:
         raise invalid("duration_seconds", f"must be an integer of at least {MIN_GRANT_SECONDS}")
     calls, window = _scope(body.get("scope"), cfg)
     return NewRequest(tenant, purpose, level, reference, calls, window, duration, single_use)
+
+
+# What each refusing rule means, for the 403's detail (no value of the staff member's).
+_RULE_DETAILS = {
+    "staff.countries": "the tenant's access policy (staff.countries) does not list the"
+                       " country this staff member works from",
+    "staff.employers": "the tenant's access policy (staff.employers) does not list this"
+                       " staff member's employer",
+    "transfers.legal_basis": "this staff member works outside the tenant's region and the"
+                             " operator has no legal basis configured for transfers to"
+                             " that country ([transfers] legal_basis)",
+}
+
+
+def staff_rule_refused(rule: str) -> DomainError:
+    """403: a rule refuses this staff member before any purpose x level rule is asked."""
+    return DomainError(403, "access-rule-refused", "access request refused by a rule",
+                       _RULE_DETAILS.get(rule, rule), rule=rule)
+
+
+def refused_request_entry(actor: dict[str, Any], req: NewRequest, rule: str
+                          ) -> dict[str, Any]:
+    """The tenant's log entry for a request refused by `rule` (no grant was created)."""
+    return {"kind": "access_request", "actor": actor, "purpose": req.purpose,
+            "reference": req.reference, "scope": {**req.scope(), "level": req.level},
+            "outcome": "refused", "details": {"rule": rule}}
 
 
 def _scope(scope: Any, cfg: StaffAccessConfig

@@ -36,13 +36,15 @@ from gateway.access.grants import (
     SWEEP_BATCH,
     Grants,
     grant_row,
+    principal_actor,
     render_grant,
     tenant_actor,
 )
 from gateway.access.notifier import AccessNotifier, Outbox, WebhookEndpoints
-from gateway.access.policy import Policy, parse_policy, render_policy
-from gateway.access.requests import parse_request
+from gateway.access.policy import Policy, parse_policy, render_policy, staff_rule_from_json
+from gateway.access.requests import parse_request, refused_request_entry, staff_rule_refused
 from gateway.access.settings import SECTION, StaffAccessConfig
+from gateway.access.transfers import Transfers
 from gateway.calls.service import decode_cursor, encode_cursor
 from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import PeriodicJob
@@ -73,6 +75,8 @@ class StaffAccessService:
         self.gate = ReadGate(db, clock, self.grants, registry)
         self.webhooks = WebhookEndpoints(db, keyring, clock, cfg)
         self._requests = None
+        # Cross-border rules and transfer records (gateway/access/transfers.py).
+        self.transfers: Transfers | None = None
         if registry is not None:
             self._requests = Counter("gateway_staff_access_requests",
                                      "Staff access requests by outcome at creation",
@@ -81,24 +85,26 @@ class StaffAccessService:
     # -- policy -------------------------------------------------------------------------
     async def get_policy(self, tenant_id: str) -> Policy:
         row = await self.db.fetchone(
-            "SELECT rules, pending_ttl_seconds, max_grant_seconds FROM access_policies"
-            " WHERE tenant_id = ?", (tenant_id,))
+            "SELECT rules, pending_ttl_seconds, max_grant_seconds, staff_rule FROM"
+            " access_policies WHERE tenant_id = ?", (tenant_id,))
         if row is None:
             return Policy()
+        staff = json.loads(row["staff_rule"]) if row["staff_rule"] else None
         return Policy(json.loads(row["rules"]), row["pending_ttl_seconds"],
-                      row["max_grant_seconds"])
+                      row["max_grant_seconds"], staff_rule_from_json(staff))
 
     async def put_policy(self, tenant_id: str, body: Any) -> Policy:
         policy = parse_policy(body, self.cfg)
         now = isoformat(self.clock.now())
         await self.db.write(lambda tx: tx.execute(
             "INSERT INTO access_policies (tenant_id, rules, pending_ttl_seconds,"
-            " max_grant_seconds, updated_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id)"
-            " DO UPDATE SET rules = excluded.rules, pending_ttl_seconds ="
+            " max_grant_seconds, updated_at, staff_rule) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT"
+            " (tenant_id) DO UPDATE SET rules = excluded.rules, pending_ttl_seconds ="
             " excluded.pending_ttl_seconds, max_grant_seconds = excluded.max_grant_seconds,"
-            " updated_at = excluded.updated_at",
+            " updated_at = excluded.updated_at, staff_rule = excluded.staff_rule",
             (tenant_id, json.dumps(policy.rules), policy.pending_ttl_seconds,
-             policy.max_grant_seconds, now)))
+             policy.max_grant_seconds, now,
+             json.dumps(policy.staff.as_dict()) if policy.staff is not None else None)))
         return policy
 
     def render_policy(self, policy: Policy, webhook: dict[str, Any] | None) -> dict[str, Any]:
@@ -121,6 +127,16 @@ class StaffAccessService:
                                   (req.tenant_id,)) is None:
             raise invalid("tenant", "no such tenant")
         policy = await self.get_policy(req.tenant_id)
+        rule = policy.staff_refusal(staff.country, staff.employer)
+        if rule is None and self.transfers is not None:
+            rule = await self.transfers.request_refusal(req.tenant_id, staff)
+        if rule is not None:
+            # Logged durably before the refusal is answered, as every access decision is.
+            await self.audit.append(req.tenant_id, refused_request_entry(
+                principal_actor(staff), req, rule))
+            if self._requests is not None:
+                self._requests.labels("refused").inc()
+            raise staff_rule_refused(rule)
         max_grant = policy.max_grant(self.cfg)
         duration = req.duration_seconds or min(self.cfg.default_grant_seconds, max_grant)
         if duration > max_grant:
@@ -302,6 +318,8 @@ def get_staff_access(services: Any) -> StaffAccessService:
     cfg = section(services.config)
     service = StaffAccessService(services.db, services.keyring, services.clock,
                                  get_audit_log(services), cfg, services.metrics.registry)
+    service.transfers = Transfers(services.config, services.db)
+    service.gate.read_details = service.transfers.read_details
     service.notifier = AccessNotifier(services.db, services.keyring, services.clock, cfg,
                                       services.metrics.registry)
     services.features[FEATURE_KEY] = service

@@ -90,6 +90,15 @@ class Metrics:
             "gateway_database_pool_in_use",
             "PostgreSQL read connections checked out of the pool at scrape time (0 on SQLite)",
             registry=r)
+        self.region_objects_written = Counter(
+            "gateway_region_objects_written",
+            "Objects written to a region's stores ([regions.<name>]; 'default' is [storage]),"
+            " by region and store (blobs: recordings committed; keys: key objects put)",
+            ["region", "store"], registry=r)
+        self.region_bytes_written = Counter(
+            "gateway_region_bytes_written",
+            "Bytes of those objects (ciphertext as stored), by region and store",
+            ["region", "store"], registry=r)
         self._before_scrape: list[Callable[[], Awaitable[None]]] = []
 
     def extra(self) -> CollectorRegistry:

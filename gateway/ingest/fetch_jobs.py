@@ -53,11 +53,14 @@ class FetchJobQueue:
         lease = isoformat(now + timedelta(seconds=lease_seconds))
 
         def unit(tx: WriteTx) -> list[dict[str, Any]]:
+            # Locked rows: a replica claiming at the same moment waits, then re-reads the
+            # row as claimed (PostgreSQL re-checks the WHERE) and skips it, so one job is
+            # never downloaded twice into two recordings.
             rows = tx.fetchall(
                 "SELECT id, tenant_id, integration_id, call_id, request, attempts, state"
                 " FROM recording_fetch_jobs WHERE (state = 'pending' AND next_attempt_at <= ?)"
                 " OR (state = 'running' AND lease_until < ?) ORDER BY next_attempt_at LIMIT ?",
-                (now_text, now_text, limit))
+                (now_text, now_text, limit), for_update=True)
             claimed = []
             for row in rows:
                 job = dict(row)

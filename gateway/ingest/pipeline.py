@@ -79,6 +79,9 @@ class _PreparedEvent:
     from_party: str | None
     to_party: str | None
     new_call_parties: tuple[bytes | None, int | None, int | None]
+    # The unit key new_call_parties is sealed under (None without a key store); a call
+    # that gets its parties late is sealed under it too.
+    parties_unit: keys.UnitKey | None = None
     # True when normalising and sealing the parties was skipped because this process
     # believed the call already had them stored (the known-call cache).
     parties_skipped: bool = False
@@ -183,9 +186,19 @@ class IngestService:
                              request: WebhookRequest) -> IngestResult | HandshakeReply:
         integration = await self.integrations.load_for_delivery(platform, integration_id)
         adapter = adapters.get_adapter(platform)
+        now = self.clock.now()
         try:
-            parsed = adapter.verify_and_parse(request, integration.credentials,
-                                              self.clock.now())
+            parsed = adapter.verify_and_parse(request, integration.credentials, now)
+        except adapters.MalformedError as exc:
+            if not self._signed_by_platform(adapter, request, integration, now):
+                self.metrics.webhooks.labels(platform, exc.outcome).inc()
+                raise
+            # Authentic but unusable: a retry could never succeed, and every platform
+            # retries a non-2xx, so it is acknowledged and counted, never stored.
+            log.warning("webhook delivery rejected: unusable body",
+                        extra={"platform": platform, "field": exc.field})
+            self.metrics.webhooks.labels(platform, "rejected").inc()
+            return IngestResult(rejected=1)
         except adapters.AdapterError as exc:
             self.metrics.webhooks.labels(platform, exc.outcome).inc()
             raise
@@ -223,6 +236,19 @@ class IngestService:
                 await subscriber(integration, result.events)
         return result
 
+    @staticmethod
+    def _signed_by_platform(adapter: Any, request: WebhookRequest, integration: Integration,
+                            now: Any) -> bool:
+        """True if the delivery carries the platform's valid signature (checked on its own:
+        the adapter refused the body, maybe before or after checking it)."""
+        if adapter.verify is None or request.method != "POST":
+            return False    # deliveries are POSTs; anything else stays a refusal
+        try:
+            adapter.verify(request, integration.credentials, now)
+        except adapters.AdapterError:
+            return False
+        return True
+
     async def ingest_events(self, integration: Integration, events: Sequence[Event]
                             ) -> IngestResult:
         ring = await self.keyring.for_tenant(integration.tenant_id)
@@ -230,20 +256,31 @@ class IngestService:
         # Everything that costs CPU (normalising, sealing, hashing) happens here, on the
         # event loop; the write unit below only runs statements, so the single writer
         # thread spends its time on SQL and the group commit stays short.
-        prepared = [self._prepare(ring, integration, event) for event in events]
+        prepared = await self._prepare_all(ring, integration, events)
         try:
             result = await self.db.write(self._unit(ring, integration, prepared, now))
         except _PartiesNeeded:
             for item in prepared:
                 self._calls_with_parties.pop((integration.id, item.event.platform_call_id),
                                              None)
-            prepared = [self._prepare(ring, integration, event, use_cache=False)
-                        for event in events]
+            prepared = await self._prepare_all(ring, integration, events, use_cache=False)
             result = await self.db.write(self._unit(ring, integration, prepared, now))
         for item in prepared:
             if item.from_party or item.to_party:
                 self._remember_call(integration.id, item.event.platform_call_id)
         return result
+
+    async def _prepare_all(self, ring: keys.TenantKeys, integration: Integration,
+                           events: Sequence[Event], *, use_cache: bool = True
+                           ) -> list[_PreparedEvent]:
+        """Normalise, then take the unit keys the records need (one per event body, one
+        per set of parties: durable in the key store, one batched write shared with
+        concurrent deliveries), then seal."""
+        parties = [self._parties(integration, event, use_cache) for event in events]
+        needed = sum(1 + (1 if p[0] or p[1] else 0) for p in parties)
+        units = iter(await self.keyring.units.new_keys(integration.tenant_id, needed)
+                     if self.keyring.units is not None else [])
+        return [self._prepare(ring, event, p, units) for event, p in zip(events, parties, strict=True)]
 
     def _unit(self, ring: keys.TenantKeys, integration: Integration,
               prepared: list[_PreparedEvent], now: str) -> Callable[[WriteTx], IngestResult]:
@@ -295,24 +332,34 @@ class IngestService:
         if len(self._calls_with_parties) > KNOWN_CALLS_CACHE:
             self._calls_with_parties.popitem(last=False)
 
-    def _prepare(self, ring: keys.TenantKeys, integration: Integration, event: Event, *,
-                 use_cache: bool = True) -> _PreparedEvent:
-        event_id = new_id()
-        body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
+    def _parties(self, integration: Integration, event: Event, use_cache: bool
+                 ) -> tuple[str | None, str | None, bool]:
+        """(from, to, skipped): the normalised parties, unless this process believes the
+        call already has them stored (the known-call cache)."""
         from_party = to_party = None
         known = use_cache and (integration.id, event.platform_call_id) in \
             self._calls_with_parties
         if isinstance(event, CallEvent) and not known:
             from_party = try_normalise_party(event.from_number, self.default_region)
             to_party = try_normalise_party(event.to_number, self.default_region)
+        return from_party, to_party, known and isinstance(event, CallEvent) and bool(
+            event.from_number or event.to_number)
+
+    def _prepare(self, ring: keys.TenantKeys, event: Event,
+                 parties: tuple[str | None, str | None, bool], units: Any) -> _PreparedEvent:
+        event_id = new_id()
+        body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
+        from_party, to_party, skipped = parties
         new_call_id = new_id()
+        body_unit = next(units, None)
+        parties_unit = next(units, None) if from_party or to_party else None
         return _PreparedEvent(
             event=event, dedupe=_dedupe_hash(event.dedupe_key), event_id=event_id,
-            sealed_body=ring.seal_record(EVENT_RECORD, event_id, body),
+            sealed_body=ring.seal_record(EVENT_RECORD, event_id, body, unit=body_unit),
             new_call_id=new_call_id, from_party=from_party, to_party=to_party,
-            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party),
-            parties_skipped=known and isinstance(event, CallEvent) and bool(
-                event.from_number or event.to_number))
+            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party,
+                                                parties_unit),
+            parties_unit=parties_unit, parties_skipped=skipped)
 
     def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
                     item: _PreparedEvent, now_text: str) -> str:
@@ -368,7 +415,8 @@ class IngestService:
         if update_parties:
             # Rare: the parties arrive after the call was created without them. The sealed
             # form is bound to the call's own id, so it is sealed here.
-            parties_values = self._seal_parties(ring, call_id, item.from_party, item.to_party)
+            parties_values = self._seal_parties(ring, call_id, item.from_party, item.to_party,
+                                                item.parties_unit)
         tx.execute(
             "UPDATE calls SET status = ?, direction = COALESCE(direction, ?), started_at = ?,"
             " ended_at = ?, duration_seconds = ?, last_sequence = ?,"
@@ -420,10 +468,11 @@ class IngestService:
 
     @staticmethod
     def _seal_parties(ring: keys.TenantKeys, call_id: str, from_party: str | None,
-                      to_party: str | None) -> tuple[bytes | None, int | None, int | None]:
+                      to_party: str | None, unit: keys.UnitKey | None = None
+                      ) -> tuple[bytes | None, int | None, int | None]:
         if from_party is None and to_party is None:
             return None, None, None
         sealed = ring.seal_record(PARTIES_RECORD, call_id, json.dumps(
-            {"from": from_party, "to": to_party}, separators=(",", ":")).encode())
+            {"from": from_party, "to": to_party}, separators=(",", ":")).encode(), unit=unit)
         return (sealed, ring.blind_index(from_party) if from_party else None,
                 ring.blind_index(to_party) if to_party else None)

@@ -13,6 +13,7 @@ from typing import Any
 
 from gateway.core.jobs import start_for_app_lifetime
 from gateway.lifecycle.cli import cli_commands
+from gateway.lifecycle.ledger import replay_deletion_ledger
 from gateway.lifecycle.retention import get_retention
 from gateway.lifecycle.rotation import get_key_service
 
@@ -21,6 +22,9 @@ __all__ = ["cli_commands", "startup"]
 
 async def startup(app: Any, services: Any) -> None:
     """The in-process retention sweep (every `[retention] sweep_interval_seconds`) and the
-    key rotation job (resumes any rotation a stopped process left)."""
+    key rotation job (resumes any rotation a stopped process left). First, the key
+    store's deletion ledger is replayed, so a restored database never serves an erased
+    call."""
+    await replay_deletion_ledger(services, get_retention(services).remove_blobs)
     await start_for_app_lifetime(app, get_retention(services))
     await start_for_app_lifetime(app, get_key_service(services))

@@ -38,6 +38,7 @@ async def call_retention_state(db: Database, keyring: KeyRing, clock: Clock,
     if call is None:
         return None
     ring = await keyring.for_tenant(tenant_id)
+    await keyring.prefetch_units(tenant_id, [call["parties"]])
     active = await holds.active(tenant_id, ring)
     held: bool | None
     try:

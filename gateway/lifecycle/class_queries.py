@@ -23,7 +23,7 @@ from gateway.lifecycle.data_classes import SWEPT
 from gateway.store import WriteTx
 
 # delete(tx, ids) -> (deleted counts per class, recording ids whose blobs are to go)
-DeleteFn = Callable[[WriteTx, list[str]], tuple[dict[str, int], list[str]]]
+DeleteFn = Callable[[WriteTx, list[str], "list[bytes | None] | None"], tuple[dict[str, int], list[str]]]
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,22 @@ def marks(values: list[str]) -> str:
     return ",".join("?" * len(values))
 
 
-def delete_calls_tx(tx: WriteTx, call_ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def delete_calls_tx(tx: WriteTx, call_ids: list[str],
+                    sealed_out: list[bytes | None] | None = None
+                    ) -> tuple[dict[str, int], list[str]]:
     """Delete calls with their events and recordings (wrapped keys first). Returns counts
     per class and the recording ids whose blob files are now to be unlinked (their
-    tombstones exist). Used by the sweep, erasure and nothing else."""
+    tombstones exist). The deleted rows' sealed values go to `sealed_out`: after the
+    commit, the caller deletes their unit keys from the key store
+    (gateway/lifecycle/unit_keys.py). Used by the sweep, erasure and nothing else."""
     if not call_ids:
         return {}, []
     in_calls = marks(call_ids)
+    if sealed_out is not None:
+        sealed_out.extend(r[0] for r in tx.fetchall(
+            f"SELECT parties FROM calls WHERE id IN ({in_calls})", call_ids))
+        sealed_out.extend(r[0] for r in tx.fetchall(
+            f"SELECT body FROM call_events WHERE call_id IN ({in_calls})", call_ids))
     recordings = [r[0] for r in tx.fetchall(
         f"SELECT id FROM recordings WHERE call_id IN ({in_calls})", call_ids)]
     if recordings:
@@ -59,19 +68,26 @@ def delete_calls_tx(tx: WriteTx, call_ids: list[str]) -> tuple[dict[str, int], l
             recordings)
 
 
-def _delete_events_tx(tx: WriteTx, ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def _delete_events_tx(tx: WriteTx, ids: list[str],
+                      sealed_out: list[bytes | None] | None = None
+                      ) -> tuple[dict[str, int], list[str]]:
+    if sealed_out is not None:
+        sealed_out.extend(r[0] for r in tx.fetchall(
+            f"SELECT body FROM call_events WHERE id IN ({marks(ids)})", ids))
     return {"call_events": tx.execute(
         f"DELETE FROM call_events WHERE id IN ({marks(ids)})", ids)}, []
 
 
-def _delete_recordings_tx(tx: WriteTx, ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def _delete_recordings_tx(tx: WriteTx, ids: list[str], sealed_out: object = None
+                          ) -> tuple[dict[str, int], list[str]]:
     # Crypto-shred first: the wrapped data key, then the row (the blob after commit).
     tx.execute(f"DELETE FROM blob_keys WHERE object_id IN ({marks(ids)})", ids)
     return {"recordings": tx.execute(
         f"DELETE FROM recordings WHERE id IN ({marks(ids)})", ids)}, ids
 
 
-def _clear_diagnostics_tx(tx: WriteTx, ids: list[str]) -> tuple[dict[str, int], list[str]]:
+def _clear_diagnostics_tx(tx: WriteTx, ids: list[str], sealed_out: object = None
+                          ) -> tuple[dict[str, int], list[str]]:
     return {"diagnostics": tx.execute(
         f"UPDATE recordings SET stats = NULL WHERE id IN ({marks(ids)}) AND stats IS NOT NULL",
         ids)}, []
@@ -126,8 +142,9 @@ if set(QUERIES) != set(SWEPT):  # pragma: no cover - caught by any import in the
     raise RuntimeError("every swept data class needs its ClassQueries (and no other)")
 
 
-def delete_items_tx(tx: WriteTx, data_class: str, ids: list[str]
+def delete_items_tx(tx: WriteTx, data_class: str, ids: list[str],
+                    sealed_out: list[bytes | None] | None = None
                     ) -> tuple[dict[str, int], list[str]]:
     if not ids:
         return {}, []
-    return QUERIES[data_class].delete(tx, ids)
+    return QUERIES[data_class].delete(tx, ids, sealed_out)

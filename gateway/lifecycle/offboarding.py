@@ -93,6 +93,10 @@ class Offboarding:
                 self.integrations.forget(r["id"])
         # 1. Crypto-shred: the tenant root key file, then the wrapped key rows.
         file_destroyed = await self.keyring.destroy_tenant_root_key(tenant_id)
+        if self.keyring.units is not None:
+            # Its unit-key segments and ledger: wrapped under the destroyed key already,
+            # deleted so the key store keeps nothing of the tenant.
+            await self.keyring.units.forget_tenant(tenant_id)
         versions = [r[0] for r in await self.db.fetchall(
             "SELECT version FROM tenant_keys WHERE tenant_id = ? AND kind = 'kek'", (tenant_id,))]
         counts: dict[str, int] = dict(receipt.get("deleted_rows", {}))

@@ -50,6 +50,7 @@ from gateway.transparency.log import get_audit_log
 log = logging.getLogger("gateway.keys")
 
 SYSTEM_ACTOR = {"type": "system", "id": "key-rotation"}
+_UNIT_RECORD_FORMAT = bytes([2])   # keys/_unit.py RECORD_FORMAT
 OPEN_STATES = ("rewrapping", "waiting", "blocked")
 # Sealed records are 0x01 | KEK version (uint32 BE) | ... (docs/crypto-formats.md, keys/
 # _record.py); the shortest is 49 bytes (empty plaintext). The verification counts use
@@ -326,6 +327,8 @@ class KeyService:
                 if keys.sealed_version(old) == primary:
                     continue
                 new = ring.reseal_record(spec.record_kind, str(row["_rec"]), old)
+            except keys.UnitSealed:
+                continue    # under its own unit key, which no KEK version protects
             except (ValueError, keys.DecryptionError):
                 state["errors"] += 1
                 continue
@@ -386,7 +389,10 @@ class KeyService:
         for spec in await self._sources():
             out[spec.name] = (await self.db.fetchone(
                 f"SELECT COUNT(*) FROM {spec.table} WHERE tenant_id = ? AND {spec.column}"
-                f" IS NOT NULL AND substr({spec.column}, 1, 5) <> ?", (tenant_id, prefix)))[0]
+                f" IS NOT NULL AND substr({spec.column}, 1, 5) <> ?"
+                # Format 2 is under a unit key in the key store, under no KEK version.
+                f" AND substr({spec.column}, 1, 1) <> ?",
+                (tenant_id, prefix, _UNIT_RECORD_FORMAT)))[0]
         out[BLOB_KEYS] = (await self.db.fetchone(
             "SELECT COUNT(*) FROM blob_keys WHERE tenant_id = ? AND kek_version <> ?",
             (tenant_id, primary)))[0]

@@ -54,6 +54,7 @@ from gateway.lifecycle.data_classes import DELETED_WITH_CALL
 from gateway.lifecycle.holds import parse_number
 from gateway.lifecycle.report import hash_id
 from gateway.lifecycle.retention import RetentionService, get_retention
+from gateway.lifecycle.unit_keys import truncate_wal
 from gateway.store import WriteTx, sealed
 
 SUBJECT_RECORD = "subject-request"
@@ -189,12 +190,18 @@ class SubjectService:
             f"SELECT {_CALL_COLUMNS} FROM calls WHERE tenant_id = ? AND"
             " (from_index = ? OR to_index = ?) ORDER BY sort_time, id",
             (tenant_id, index, index))
+        await self.keyring.prefetch_units(tenant_id, [row["parties"] for row in rows])
         out = []
         for row in rows:
             if row["parties"] is None:
                 continue
-            parties = json.loads(ring.open_record(PARTIES_RECORD, row["id"],
-                                                  bytes(row["parties"])))
+            try:
+                parties = json.loads(ring.open_record(PARTIES_RECORD, row["id"],
+                                                      bytes(row["parties"])))
+            except keys.DecryptionError:
+                if keys.unit_ref(bytes(row["parties"])) is None:
+                    raise
+                continue    # its unit key was erased: a restored row the ledger removes
             roles = tuple(r for r in ("from", "to") if parties.get(r) == number)
             if roles:
                 out.append(Match(row, roles, parties))
@@ -266,6 +273,7 @@ class SubjectService:
                 events = await self.db.fetchall(
                     "SELECT id, kind, status, received_at, occurred_at, body FROM call_events"
                     " WHERE call_id = ? ORDER BY received_at, id", (match.row["id"],))
+                await self.keyring.prefetch_units(tenant_id, [e["body"] for e in events])
                 call["events"] = [{
                     "id": e["id"], "kind": e["kind"], "status": e["status"],
                     "received_at": e["received_at"], "occurred_at": e["occurred_at"],
@@ -317,7 +325,11 @@ class SubjectService:
         for start in range(0, len(matches), _CHUNK):
             chunk = matches[start:start + _CHUNK]
 
-            def unit(tx: WriteTx, chunk: list[Match] = chunk):
+            sealed_out: list[bytes | None] = []
+
+            def unit(tx: WriteTx, chunk: list[Match] = chunk,
+                     sealed_out: list[bytes | None] = sealed_out):
+                del sealed_out[:]   # a retried unit starts over
                 holds = self.retention.holds.active_tx(tx, tenant_id, ring)
                 doomed, kept = [], []
                 for m in self._still_same_tx(tx, tenant_id, chunk):
@@ -327,7 +339,7 @@ class SubjectService:
                         kept.append(r["id"])
                     else:
                         doomed.append(r["id"])
-                counts, blobs = delete_calls_tx(tx, doomed)
+                counts, blobs = delete_calls_tx(tx, doomed, sealed_out)
                 if doomed and self.audit is not None:
                     self.audit.append_in_tx(tx, tenant_id, {
                         "kind": "deletion_receipt", "actor": _actor(actor),
@@ -337,6 +349,10 @@ class SubjectService:
                 return counts, blobs, doomed, kept
 
             counts, blobs, doomed, kept = await self.db.write(unit)
+            # The rows are gone: now their keys leave the key store (ledger entry first).
+            if self.keyring.units is not None:
+                await self.keyring.units.erase(tenant_id, sealed_out, rows={"calls": doomed})
+            await truncate_wal(self.db)
             await self.retention.remove_blobs(tenant_id, blobs)
             for k, v in counts.items():
                 totals[k] += v
@@ -408,11 +424,14 @@ class SubjectService:
             chunk = matches[start:start + _CHUNK]
             # Sealing is CPU work: done here, the unit only compares and writes.
             prepared = {}
+            # Fresh unit keys: the corrected parties never share a key with the old ones.
+            units = iter(await self.keyring.units.new_keys(tenant_id, len(chunk))
+                         if self.keyring.units is not None else [])
             for m in chunk:
                 parties = {r: (corrected if m.parties.get(r) == number else m.parties.get(r))
                            for r in ("from", "to")}
                 sealed = ring.seal_record(PARTIES_RECORD, m.row["id"], json.dumps(
-                    parties, separators=(",", ":")).encode())
+                    parties, separators=(",", ":")).encode(), unit=next(units, None))
                 prepared[m.row["id"]] = (
                     sealed,
                     new_index if "from" in m.roles else m.row["from_index"],
@@ -438,6 +457,10 @@ class SubjectService:
                 return done, kept, conflict
 
             done, kept, conflict = await self.db.write(unit)
+            if self.keyring.units is not None:
+                # The replaced parties' keys: the old numbers leave every copy too.
+                await self.keyring.units.erase(tenant_id, [
+                    m.row["parties"] for m in chunk if m.row["id"] in done])
             rectified.extend(done)
             held.extend(kept)
             conflicts += conflict

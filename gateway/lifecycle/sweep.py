@@ -40,6 +40,7 @@ from gateway.lifecycle.preview import RetentionPreview
 from gateway.lifecycle.report import SYSTEM_ACTOR, SweepReport, TenantSweep, hash_id
 from gateway.lifecycle.settings import RetentionConfig
 from gateway.lifecycle.tombstones import BlobReaper
+from gateway.lifecycle.unit_keys import truncate_wal
 from gateway.store import Database, WriteTx
 from gateway.tenants.keyring import KeyRing
 
@@ -60,6 +61,7 @@ class _BatchResult:
     kept: dict[str, int] = field(default_factory=dict)
     blobs: list[str] = field(default_factory=list)
     first_deleted_time: str | None = None
+    deleted_ids: list[str] = field(default_factory=list)
 
 
 class _SweepMetrics:
@@ -249,7 +251,18 @@ class Sweeper:
         limit = self.cfg.batch_size
         audit = self.audit
 
+        sealed_out: list[bytes | None] = []
+        if data_class in ("call_metadata", "call_events"):
+            # Load the unit keys of this batch's parties ahead (a number hold decrypts
+            # candidates inside the unit, which cannot wait on the key store); the
+            # deletion below rewrites the same segments, so the reads are not wasted.
+            ahead = await self.db.fetchall(QUERIES[data_class].select, {
+                "tenant": tenant_id, "cutoff": cutoff, "ct": cursor[0], "cid": cursor[1],
+                "now": now, "limit": limit})
+            await self.keyring.prefetch_units(tenant_id, [r["parties"] for r in ahead])
+
         def unit(tx: WriteTx) -> _BatchResult:
+            del sealed_out[:]   # a retried unit starts over
             if clear_tombstones:
                 tx.execute(f"DELETE FROM blob_tombstones WHERE object_id IN"
                            f" ({marks(clear_tombstones)})", clear_tombstones)
@@ -276,7 +289,8 @@ class Sweeper:
                     out.kept[verdict] = out.kept.get(verdict, 0) + 1
             if not doomed:
                 return out
-            counts, blobs = delete_items_tx(tx, data_class, doomed)
+            counts, blobs = delete_items_tx(tx, data_class, doomed, sealed_out)
+            out.deleted_ids = doomed
             out.counts = {k: v for k, v in counts.items() if v}
             out.blobs = blobs
             if audit is not None:
@@ -288,4 +302,10 @@ class Sweeper:
             self._fault("in_unit")
             return out
 
-        return await self.db.write(unit)
+        result = await self.db.write(unit)
+        if self.keyring.units is not None and result.deleted_ids:
+            await self.keyring.units.erase(tenant_id, sealed_out, rows={
+                "calls" if data_class == "call_metadata" else data_class: result.deleted_ids})
+        if result.deleted_ids:
+            await truncate_wal(self.db)
+        return result

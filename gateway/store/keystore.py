@@ -7,7 +7,7 @@ Invariants:
   directory fsync'd; S3: the PUT acknowledged). A reader sees the old or the new value,
   never a mix.
 - `delete` erases: afterwards no read, listing or restore of the store itself returns the
-  value. Files are overwritten in place and fsync'd before the unlink; on S3 every stored
+  value. So does `put` for the value it replaces (files: the old file is overwritten). Files are overwritten in place and fsync'd before the unlink; on S3 every stored
   version of the key is deleted, not just the newest. (On copy-on-write filesystems and
   SSDs an overwrite may not reach the old blocks: what makes erasure certain is that these
   objects are themselves wrapped under the root key, so a stray copy is ciphertext.)
@@ -23,6 +23,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import secrets
@@ -34,9 +35,17 @@ from botocore import exceptions as boto_errors
 
 import keys
 from gateway.errors import ConfigError
+from gateway.store.database import StoreUnavailable
 from gateway.store.files import FileBlobStore, _fsync_dir
 from gateway.store.s3 import S3BlobStore
-from gateway.store.s3_client import ObjectStoreError, Observer, S3Client, S3Settings
+from gateway.store.s3_client import (
+    _NOT_FOUND_CODES,
+    ObjectStoreError,
+    Observer,
+    S3Client,
+    S3Settings,
+    error_code,
+)
 from gateway.store.urls import store_location
 
 __all__ = [
@@ -56,6 +65,11 @@ _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _MAX_NAME_LENGTH = 512
 _FILE_MODE = 0o600
 _DIR_MODE = 0o700
+
+
+# HEAD-then-GET rounds before a get gives up on an object that keeps being replaced.
+_GET_ATTEMPTS = 5
+_REPLACED_OR_GONE = _NOT_FOUND_CODES | {"PreconditionFailed"}
 
 
 class KeyStoreError(Exception):
@@ -127,7 +141,13 @@ class FileKeyStore:
         path = self._path(name)
         if len(data) > MAX_OBJECT_BYTES:
             raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
-        await asyncio.to_thread(self._put, path, bytes(data))
+        try:
+            await asyncio.to_thread(self._put, path, bytes(data))
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                # Nothing was made visible (temp file, then rename): retry later (503).
+                raise StoreUnavailable("key store") from None
+            raise
 
     def _put(self, path: Path, data: bytes) -> None:
         _make_dirs(self.root, path.parent)
@@ -144,12 +164,25 @@ class FileKeyStore:
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
+        # What this put replaces (a unit-key segment rewritten without an erased key) is
+        # shredded, not just unlinked: keep a second name for the old file across the
+        # rename, then overwrite it. A crash in between leaves a dot-name that
+        # `shred_leftovers` overwrites at the next start.
+        shred = path.with_name(f".{path.name}.{secrets.token_hex(8)}.shred")
+        try:
+            os.link(path, shred)
+        except FileNotFoundError:
+            shred = None
         try:
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
+            if shred is not None:
+                shred.unlink(missing_ok=True)
             raise
         _fsync_dir(path.parent)
+        if shred is not None:
+            keys.TenantRootKey.destroy(shred)
 
     async def get(self, name: str) -> bytes | None:
         return await asyncio.to_thread(self._get, name, self._path(name))
@@ -182,6 +215,16 @@ class FileKeyStore:
     async def list(self, prefix: str = "") -> list[str]:
         _check_prefix(prefix)
         return await asyncio.to_thread(self._list, prefix)
+
+    async def shred_leftovers(self) -> int:
+        """Overwrite and unlink replaced files a crash left under their dot-names."""
+        def run() -> int:
+            found = 0
+            if self.root.is_dir():
+                for path in self.root.rglob(".*.shred"):
+                    found += keys.TenantRootKey.destroy(path)
+            return found
+        return await asyncio.to_thread(run)
 
     def _list(self, prefix: str) -> list[str]:
         names = []
@@ -235,17 +278,24 @@ class S3KeyStore(S3Client):
 
     async def get(self, name: str) -> bytes | None:
         key = self._key(name)
-        try:
-            head = await self._call("head_object", Key=key)
-        except boto_errors.ClientError:
-            return None
-        if int(head["ContentLength"]) > MAX_OBJECT_BYTES:
-            raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
-        try:
-            response = await self._call("get_object", Key=key, IfMatch=head["ETag"])
-        except boto_errors.ClientError:
-            return None     # deleted between the two calls
-        return await self._read_body("get_object", response)
+        # A unit-key segment may be rewritten by another replica between the HEAD and the
+        # GET (the GET's If-Match then fails): read it again, a few times.
+        for _ in range(_GET_ATTEMPTS):
+            try:
+                head = await self._call("head_object", Key=key)
+            except boto_errors.ClientError:
+                return None
+            if int(head["ContentLength"]) > MAX_OBJECT_BYTES:
+                raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+            try:
+                response = await self._call("get_object", Key=key, IfMatch=head["ETag"],
+                                            expected=_REPLACED_OR_GONE)
+            except boto_errors.ClientError as exc:
+                if error_code(exc) == "PreconditionFailed":
+                    continue    # replaced between the two calls
+                return None     # deleted between the two calls
+            return await self._read_body("get_object", response)
+        raise KeyStoreError(f"key object {name} kept changing while it was read")
 
     async def delete(self, name: str) -> bool:
         """Delete the key and every stored version of it; True if anything existed."""

@@ -5,6 +5,11 @@ Writes: one thread owns a plain sqlite3 connection and runs whole group-commit b
 (gateway/store/group_commit.py), each unit in its own SAVEPOINT inside BEGIN IMMEDIATE, so
 several processes on one file serialise their writers. Reads: a separate aiosqlite
 connection; WAL gives it a consistent snapshot without blocking the writer.
+
+Deletion: `secure_delete` is on for every connection, so a deleted row's bytes are zeroed
+in its page (and in free pages) rather than left behind; `truncate_wal()`, run after each
+deletion batch (erasure, retention), checkpoints the WAL into the database and truncates
+it to zero bytes, so the WAL does not keep the old page images either.
 """
 
 from __future__ import annotations
@@ -80,7 +85,19 @@ class SqliteDatabase(BatchingDatabase):
     def _pragmas() -> list[str]:
         return [f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", "PRAGMA journal_mode = WAL",
                 # FULL: in WAL mode the WAL is fsync'd at every commit: a commit is durable.
-                "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON"]
+                "PRAGMA synchronous = FULL", "PRAGMA foreign_keys = ON",
+                # Zero what is deleted (docs/retention-and-dsr.md: secure deletion).
+                "PRAGMA secure_delete = ON"]
+
+    async def truncate_wal(self) -> None:
+        """Checkpoint the WAL into the database and truncate it (after a deletion batch).
+        Best effort: a reader holding an old snapshot makes SQLite leave the WAL as it is
+        (busy); the next deletion batch tries again."""
+        def run() -> None:
+            conn = self._writer_conn
+            assert conn is not None
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        await self._writer.call(run)
 
     def _open_writer(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -57,19 +57,24 @@ class TransferReport:
 
 
 async def _tables(source: Database) -> list[tuple[str, list[str], list[str]]]:
-    """(table, columns, primary-key columns) in creation order, which is also an order in
-    which every foreign key points at a table copied earlier."""
+    """(table, columns, primary-key columns), each table after every table its foreign
+    keys point at, so a copied row never references one not yet copied."""
+    info = {name: table for name, table in (await source.tables()).items()
+            if name not in SKIPPED_TABLES}
+    ordered: list[str] = []
+
+    def visit(name: str, path: frozenset[str]) -> None:
+        if name in ordered or name in path or name not in info:
+            return
+        for parent in sorted(info[name].references):
+            visit(parent, path | {name})
+        ordered.append(name)
+    for name in info:
+        visit(name, frozenset())
     out = []
-    for row in await source.fetchall(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-            " ORDER BY rowid"):
-        name = row["name"]
-        if name in SKIPPED_TABLES:
-            continue
-        info = await source.fetchall(f"PRAGMA table_info({name})")
-        columns = [c["name"] for c in info]
-        key = [c["name"] for c in sorted(info, key=lambda c: c["pk"]) if c["pk"]]
-        out.append((name, columns, key or columns))
+    for name in ordered:
+        columns = list(info[name].columns)
+        out.append((name, columns, list(info[name].primary_key) or columns))
     return out
 
 

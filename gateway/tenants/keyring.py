@@ -22,6 +22,7 @@ from typing import Any
 
 import keys
 from gateway.core.clock import Clock, isoformat
+from gateway.lifecycle.unit_keys import UnitKeys
 from gateway.store import Database, WriteTx
 
 # How long an opened ring is used before its key versions are checked again.
@@ -46,6 +47,10 @@ class KeyRing:
         # tenant -> (opened ring, its key versions, monotonic time it was last checked)
         self._open: dict[str, tuple[keys.TenantKeys, frozenset, float]] = {}
         self._wrapping: dict[str, keys.RootKeyProvider] = {}
+        # Per-unit keys (a call's parties, each event) in the key store; None without one,
+        # and then records are sealed under the tenant's KEK alone.
+        self.units = UnitKeys(key_store, self.wrapping_key, clock) \
+            if key_store is not None else None
 
     async def for_tenant(self, tenant_id: str) -> keys.TenantKeys:
         cached = self._open.get(tenant_id)
@@ -63,9 +68,16 @@ class KeyRing:
         opened = keys.open_tenant_keys(
             await self.wrapping_key(tenant_id), uuid.UUID(tenant_id),
             [keys.WrappedKey(r["kind"], r["version"], bytes(r["wrapped"])) for r in rows],
-            blind_index_bits=self.blind_index_bits)
+            blind_index_bits=self.blind_index_bits,
+            units=self.units.view(tenant_id) if self.units is not None else None)
         self._open[tenant_id] = (opened, versions, time.monotonic())
         return opened
+
+    async def prefetch_units(self, tenant_id: str, sealed: Any) -> None:
+        """Load the unit keys these sealed values need, so the tenant's ring opens them
+        (call before opening format-2 records; an erased unit's key stays absent)."""
+        if self.units is not None:
+            await self.units.prefetch(tenant_id, sealed)
 
     def forget(self, tenant_id: str) -> None:
         """Drop the opened ring (after rotation or shredding) so the next use reloads it."""

@@ -1,7 +1,11 @@
 """Liveness, readiness and the OpenAPI document.
 
 Readiness is one set of checks, answered on GET /readyz and reported at every scrape as
-`gateway_ready{component}` (so an alert sees what a load balancer sees)."""
+`gateway_ready{component}` (so an alert sees what a load balancer sees). Each region's
+stores ([regions.<name>]) are checked too and reported under `regions` (components
+`blob_store.<region>`, `key_store.<region>`), but a region that is down does not make the
+replica unready: every replica shares that store, so draining them all would only take
+the other regions' tenants down with it (those tenants get 503 from what needs it)."""
 
 from __future__ import annotations
 
@@ -63,10 +67,25 @@ async def readiness(svc: GatewayServices) -> dict[str, bool]:
     return checks
 
 
+async def region_readiness(svc: GatewayServices) -> dict[str, dict[str, bool]]:
+    """{region: {"blob_store": ok, "key_store": ok}} for each [regions.<name>]; also sets
+    the gauge. Empty without [regions]."""
+    if svc.regions is None:
+        return {}
+    blobs = await svc.blobs.region_pings()
+    keys = await svc.key_store.region_pings()
+    out = {name: {"blob_store": blobs.get(name, False), "key_store": keys.get(name, False)}
+           for name in svc.regions.regions}
+    svc.metrics.record_readiness({f"{store}.{name}": ok for name, stores in out.items()
+                                  for store, ok in stores.items()})
+    return out
+
+
 def register(svc: GatewayServices) -> None:
     """Readings taken at scrape time: readiness, and free space under each store kept on
     this machine (a PostgreSQL database or an S3 bucket reports its capacity elsewhere)."""
     svc.metrics.before_scrape(lambda: readiness(svc))
+    svc.metrics.before_scrape(lambda: region_readiness(svc))
 
     async def pool_reading() -> None:
         svc.metrics.database_pool_in_use.set(getattr(svc.db, "pool_in_use", 0))
@@ -94,6 +113,11 @@ async def readyz(request: web.Request) -> web.Response:
     body = {"status": "ready" if ready else "not-ready", "checks": checks}
     if not ready:
         body["failing"] = sorted(name for name, ok in checks.items() if not ok)
+    regions = await region_readiness(svc)
+    if regions:
+        body["regions"] = regions
+        body["degraded_regions"] = sorted(name for name, stores in regions.items()
+                                          if not all(stores.values()))
     return json_response(body, status=200 if ready else 503,
                          headers=None if ready else {"Retry-After": "5"})
 

@@ -272,7 +272,15 @@ def _staff_access_paths() -> dict[str, dict[str, Any]]:
                       "additionalProperties": {"type": "object",
                                                "additionalProperties": action}},
             "pending_ttl_seconds": {"type": ["integer", "null"], "minimum": 60},
-            "max_grant_seconds": {"type": ["integer", "null"], "minimum": 60}}}
+            "max_grant_seconds": {"type": ["integer", "null"], "minimum": 60},
+            "staff": {"type": ["object", "null"], "additionalProperties": False,
+                      "description": "who may even ask (docs/residency.md); a request from"
+                                     " outside these lists is refused 403 and logged",
+                      "properties": {
+                          "countries": {"type": "array", "maxItems": 250, "items": {
+                              "type": "string", "pattern": "^[A-Z]{2}$"}},
+                          "employers": {"type": "array", "maxItems": 50,
+                                        "items": {"type": "string"}}}}}}
     SCHEMAS["AccessWebhook"] = {
         "type": "object", "required": ["url", "secret"], "additionalProperties": False,
         "properties": {"url": {"type": "string", "format": "uri"},
@@ -287,9 +295,11 @@ def _staff_access_paths() -> dict[str, dict[str, Any]]:
     technical["responses"]["200"] = view_ok
     return {
         "/v1/staff/access-requests": {
-            "post": op("request access to a tenant's calls", ok="201",
+            "post": op("request access to a tenant's calls (403 when the tenant's staff rule"
+                       " or the operator's transfer rule refuses; logged)", ok="201",
                        body={"$ref": "#/components/schemas/AccessRequestCreate"},
-                       errors=("400", "401", "413", "415", "422"), ok_schema=grant, **staff),
+                       errors=("400", "401", "403", "413", "415", "422"), ok_schema=grant,
+                       **staff),
             "get": op("this staff member's requests and grants", errors=("401", "422"),
                       params=[q("state", "pending|approved|denied|expired|revoked|used"),
                               q("cursor", "next_cursor of the previous page"),
@@ -540,6 +550,40 @@ def _console_paths() -> dict[str, dict[str, Any]]:
 
 
 PATHS.update(_console_paths())
+
+# -- data residency (docs/residency.md) -------------------------------------------------------
+def _residency_paths() -> dict[str, dict[str, Any]]:
+    nullable = {"type": ["string", "null"]}
+    tenant = {"type": "object", "required": ["id", "region"], "properties": {
+        "id": {"type": "string"}, "name": {"type": "string"}, "state": {"type": "string"},
+        "created_at": {"type": "string"}, "region": nullable, "moving_to": nullable}}
+    item = {"type": "object", "required": ["index", "time", "country", "region",
+                                           "legal_basis", "leaf_hash"],
+            "properties": {"index": {"type": "integer", "minimum": 0},
+                           "time": {"type": "string"}, "leaf_hash": {"type": "string"},
+                           "country": {"type": "string"}, "region": {"type": "string"},
+                           "legal_basis": nullable, "staff": {"type": "object"},
+                           "purpose": nullable, "reference": nullable,
+                           "grant_id": nullable, "endpoint": nullable}}
+    report = {"type": "object", "required": ["items", "next_cursor", "log_size"],
+              "properties": {"items": {"type": "array", "items": item},
+                             "next_cursor": nullable,
+                             "log_size": {"type": "integer", "minimum": 0}}}
+    return {
+        "/v1/tenant": {"get": op("this tenant: id, name and the region its data lives in",
+                                 errors=("401",), ok_schema=tenant)},
+        "/v1/transfers": {"get": op(
+            "staff reads from outside the tenant's region (transfers), from its "
+            "transparency log: each item carries the entry index for an inclusion proof; "
+            "logged", errors=("401", "422", "503"), tag="transparency", ok_schema=report,
+            params=[q("since", "RFC 3339: transfers at or after this time"),
+                    q("cursor", "next_cursor of the previous page"),
+                    q("limit", "1-200, default 50", {"type": "integer"})])},
+    }
+
+
+PATHS.update(_residency_paths())
+
 
 def document() -> dict[str, Any]:
     return {

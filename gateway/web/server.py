@@ -18,7 +18,7 @@ them around aiohttp's own protocol, without changing how requests are handled:
 Invariants:
 - Each connection is handled by aiohttp's `RequestHandler`, wrapped, never replaced: the
   wrapper only watches when a request's headers become complete (aiohttp's count of parsed
-  requests) and when the connection is idle. It reads three attributes of aiohttp's
+  requests) and when the connection is idle. It reads four attributes of aiohttp's
   handler; tests/hostile/test_slow_clients.py pins that behaviour against a real server.
 - The canned answers here say nothing about the request (no echo of its bytes).
 - A slow client costs only its own connection: nothing here waits on a client.
@@ -178,6 +178,11 @@ class _GuardedConnection(asyncio.Protocol):
             return
         if inner._request_count != self.requests_when_armed:
             return          # the headers completed after all
+        if inner._request_in_progress or inner._current_request is not None:
+            # Armed in the moment between a request's headers being parsed and its
+            # handler starting (aiohttp starts it as a task): what arrived were body bytes
+            # of a request now being handled, which the body-idle timeout governs.
+            return
         self.guard.on_refused("header_timeout")
         transport.write(HEADER_TIMEOUT_RESPONSE)
         transport.close()

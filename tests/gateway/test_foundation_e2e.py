@@ -113,10 +113,15 @@ async def test_out_of_order_events_never_regress_status(gateway):
 
 async def test_bad_input_gets_problem_json_and_changes_nothing(gateway):
     tenant, secret, integration = await setup_standard(gateway)
-    # Signed but not JSON / wrong schema: the parser's error names the field.
+    # Signed but not JSON / wrong schema: authentic, so acknowledged as rejected (a retry
+    # could never succeed) and never stored; unsigned, the parser's error names the field.
     for raw in (b"not json", b'{"type": "call.updated", "data": {"status": "weird"}}',
                 b"[]", b'{"type": 5}'):
         status, body, headers = await deliver(gateway, integration, secret, raw)
+        assert (status, body) == (200, {"accepted": 0, "duplicates": 0, "rejected": 1}), raw
+        status, body, headers = await gateway.request(
+            "POST", f"/v1/hooks/standard/{integration['id']}", data=raw,
+            headers={"content-type": "application/json"})
         assert 400 <= status < 500, (raw, status, body)
         assert headers["Content-Type"].startswith("application/problem+json")
     # Too large.

@@ -137,3 +137,36 @@ def test_connections_past_the_cap_get_503_and_the_cap_frees_up(slow_served: Serv
             sock.close()
     time.sleep(0.3)
     assert_prompt(slow_served)
+
+
+def test_a_long_steady_upload_is_not_cut_by_the_header_timeout(slow_served: Served):
+    """The header timeout covers headers only: an upload that takes several times longer,
+    its bytes flowing steadily (within the body-idle timeout), is stored whole."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+    auth = slow_served.tenant_auth
+    secret = new_whsec()
+    integration = requests.post(slow_served.url + "/v1/integrations", headers=auth,
+                                timeout=10, json={"platform": "standard",
+                                                  "credentials": {"secret": secret}}).json()
+    raw, headers = standard_delivery(secret, call_updated(f"c-{uuid.uuid4()}", "completed"),
+                                     datetime.now(UTC))
+    hook = f"{slow_served.url}/v1/hooks/standard/{integration['id']}"
+    assert requests.post(hook, data=raw, headers=headers, timeout=10).status_code == 200
+    call_id = requests.get(slow_served.url + "/v1/calls", headers=auth,
+                           timeout=10).json()["items"][0]["id"]
+
+    def steady_body() -> Iterator[bytes]:
+        for _ in range(int(HEADER_TIMEOUT * 3 / 0.1)):     # ~3 header timeouts long
+            time.sleep(0.1)                                  # well within the body timeout
+            yield b"\x01" * 4096
+
+    started = time.monotonic()
+    upload = requests.post(f"{slow_served.url}/v1/calls/{call_id}/recordings",
+                           headers={**auth, "Content-Type": "audio/wav"}, data=steady_body(),
+                           timeout=30)
+    assert time.monotonic() - started > HEADER_TIMEOUT * 2
+    assert upload.status_code == 201, upload.text
+    assert upload.json()["length"] == 30 * 4096

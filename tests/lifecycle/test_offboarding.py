@@ -38,8 +38,10 @@ def _backup(config, dest: Path) -> tuple[Path, Path]:
 
 
 def _decrypt_from_backup(root, wrapping, tenant_id: str, db_copy: Path, blob_copy: Path,
-                         call_id: str, recording_id: str) -> tuple[dict, bytes]:
-    """Everything an attacker with the backup, the root key and `wrapping` can read."""
+                         call_id: str, recording_id: str, key_dir: Path | None = None
+                         ) -> tuple[dict, bytes]:
+    """Everything an attacker with the backup, the root key, `wrapping` and the key store
+    directory (the parties' unit-key segment) can read."""
     conn = sqlite3.connect(db_copy)
     try:
         rows = conn.execute("SELECT kind, version, wrapped FROM tenant_keys WHERE tenant_id = ?",
@@ -53,7 +55,13 @@ def _decrypt_from_backup(root, wrapping, tenant_id: str, db_copy: Path, blob_cop
         conn.close()
     ring = keys.open_tenant_keys(wrapping, uuid.UUID(tenant_id),
                                  [keys.WrappedKey(k, v, bytes(w)) for k, v, w in rows])
-    decoded = json.loads(ring.open_record("call-parties", call_id, parties))
+    units = {}
+    ref = keys.unit_ref(bytes(parties))
+    segment = key_dir / tenant_id / "units" / str(ref[0]) if key_dir and ref else None
+    if segment is not None and segment.exists():
+        units = {(ref[0], e): u for e, u in keys.decode_segment(
+            wrapping, uuid.UUID(tenant_id), ref[0], segment.read_bytes()).items()}
+    decoded = json.loads(ring.open_record("call-parties", call_id, parties, units=units))
     length = json.loads(ring.open_record("recording-meta", recording_id, meta))["length"]
     reader = ring.open_blob(uuid.UUID(recording_id), bytes(dek))
     with open(blob_copy / tenant_id / recording_id[-2:] / recording_id, "rb") as f:
@@ -91,7 +99,8 @@ async def test_backup_taken_before_offboarding_is_unreadable_after(gateway, tmp_
     # something. Without it, the root key alone opens nothing.
     wrapping = keys.TenantRootKey.load(key_file, root, uuid.UUID(env.tenant.id))
     parties, audio = _decrypt_from_backup(root, wrapping, env.tenant.id, db_copy, blob_copy,
-                                          call_id, recording_id)
+                                          call_id, recording_id,
+                                          gateway.config.tenant_key_dir)
     assert parties["from"] == SUBJECT and audio == AUDIO
     with pytest.raises(keys.DecryptionError):
         _decrypt_from_backup(root, root, env.tenant.id, db_copy, blob_copy, call_id,

@@ -112,10 +112,18 @@ class Rejects:
         return status
 
     async def send_signed(self, query: str, headers: dict[str, str], body: bytes) -> None:
-        """A validly signed broken body: the parser, not the signature check, refuses it
-        (400 for an undecodable Content-Encoding, 413 past the size limit)."""
-        status = await self.send("POST", query, headers, body)
-        assert status in (400, 413, 422), status
+        """A validly signed broken body is never stored. What cannot even be read is
+        refused (400 for an undecodable Content-Encoding, 413 past the size limit); an
+        authentic body the adapter cannot use is acknowledged as rejected (200), so the
+        platform stops retrying it (docs/platforms.md, "Unusable fields")."""
+        url = yarl.URL(self.gateway.url + self.sender.path + query, encoded=True)
+        async with self.gateway.http.post(url, headers=headers, data=body) as r:
+            status, raw = r.status, await r.read()
+        assert await call_count(self.gateway) == 0
+        if status == 200:
+            assert json.loads(raw) == {"accepted": 0, "duplicates": 0, "rejected": 1}, raw
+        else:
+            assert status in (400, 413, 422), (status, raw)
 
 
 def merged(extra: dict[str, str], signed: dict[str, str]) -> dict[str, str]:

@@ -1,0 +1,248 @@
+"""Unit keys in the key store: one key per erasable unit (a call's parties, each event),
+written in per-tenant segments that share one key-store write per batch, and deleted from
+the key store when the unit is erased, with a deletion ledger beside them.
+
+Invariants:
+- A new key is durable in the key store before `new_keys` returns, so before the rows
+  sealed under it commit (a crash in between leaves a key that seals nothing: harmless).
+- Writes are batched per tenant like the database's group commit: while one segment PUT
+  is in flight, every key asked for joins the next segment, so the key store costs one
+  fsync (file) or one PUT (S3) per batch, never one per call.
+- Names start with the tenant id: `<tenant>/units/<segment id>` (segments) and
+  `<tenant>/ledger/<time>-<id>` (deletion receipts: ids only, never a number or a key).
+- Erasing rewrites each touched segment without the erased entries under a fresh
+  segment key (the key store's `put` shreds what it replaces) or deletes the segment when
+  nothing is left. Rewrites of one segment are serialised in this process; across
+  replicas a lost update is repaired by `replay_ledger`, which re-deletes every listed key.
+- Erasure writes the ledger entry before deleting keys and after the rows' commit, and
+  start-up replays every ledger entry: rows named there that a restored database brings
+  back are deleted again, and keys a restored key store brings back are deleted again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import keys
+from gateway.core.clock import Clock, isoformat
+
+__all__ = ["UnitKeys", "UnitRefs", "segment_name", "LEDGER_PREFIX", "truncate_wal"]
+
+UnitRefs = dict[tuple[uuid.UUID, uuid.UUID], keys.UnitKey]
+LEDGER_PREFIX = "ledger"
+# Opened segments kept in memory (each up to MAX_SEGMENT_ENTRIES keys): reads of recent
+# calls hit the segment their batch wrote. 256 x ~1k entries is a few MiB.
+SEGMENT_CACHE = 256
+# How long an opened segment is trusted before it is read again, as for tenant rings
+# (gateway/tenants/keyring.RING_CACHE_SECONDS): an erase on another replica removes the
+# rows at once, the cached key only lives this long after.
+SEGMENT_CACHE_SECONDS = 30.0
+
+
+async def truncate_wal(db: Any) -> None:
+    """After a deletion batch: a SQLite database truncates its WAL (the deleted rows' old
+    page images); PostgreSQL has nothing to do here (docs/retention-and-dsr.md)."""
+    truncate = getattr(db, "truncate_wal", None)
+    if truncate is not None:
+        await truncate()
+
+
+def segment_name(tenant_id: str, segment_id: uuid.UUID) -> str:
+    return f"{uuid.UUID(tenant_id)}/units/{segment_id}"
+
+
+class _Batch:
+    __slots__ = ("segment_id", "units", "done")
+
+    def __init__(self) -> None:
+        self.segment_id = uuid.uuid4()
+        self.units: list[keys.UnitKey] = []
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+
+class _TenantView:
+    __slots__ = ("_owner", "_tenant_id")
+
+    def __init__(self, owner: UnitKeys, tenant_id: str) -> None:
+        self._owner = owner
+        self._tenant_id = tenant_id
+
+    def get(self, ref: tuple[uuid.UUID, uuid.UUID]) -> keys.UnitKey | None:
+        cached = self._owner._cache.get(segment_name(self._tenant_id, ref[0]))
+        return cached[0].get(ref[1]) if cached is not None else None
+
+
+class UnitKeys:
+    def __init__(self, key_store: Any, wrapping_key: Any, clock: Clock) -> None:
+        self.key_store = key_store
+        # async (tenant id) -> keys.RootKeyProvider: the tenant root key (KeyRing.wrapping_key)
+        self.wrapping_key = wrapping_key
+        self.clock = clock
+        self._open: dict[str, _Batch] = {}
+        self._flush_locks: dict[str, asyncio.Lock] = {}
+        self._segment_locks: dict[str, asyncio.Lock] = {}
+        self._cache: OrderedDict[str, tuple[dict[uuid.UUID, keys.UnitKey], float]] = \
+            OrderedDict()
+
+    # -- new keys ------------------------------------------------------------------------
+    async def new_keys(self, tenant_id: str, count: int) -> list[keys.UnitKey]:
+        """`count` new unit keys, durable in the key store when this returns."""
+        if count <= 0:
+            return []
+        batch = self._open.get(tenant_id)
+        if batch is None or len(batch.units) + count > keys.MAX_SEGMENT_ENTRIES:
+            batch = self._open[tenant_id] = _Batch()
+            asyncio.get_running_loop().create_task(self._flush(tenant_id, batch))
+        units = [keys.new_unit_key(batch.segment_id) for _ in range(count)]
+        batch.units.extend(units)
+        await asyncio.shield(batch.done)
+        return units
+
+    async def _flush(self, tenant_id: str, batch: _Batch) -> None:
+        lock = self._flush_locks.setdefault(tenant_id, asyncio.Lock())
+        async with lock:
+            # From here on this batch is closed: later keys start the next one, which
+            # waits for this PUT (one write in flight per tenant, the group commit).
+            if self._open.get(tenant_id) is batch:
+                del self._open[tenant_id]
+            try:
+                data = keys.encode_segment(await self.wrapping_key(tenant_id),
+                                           uuid.UUID(tenant_id), batch.segment_id, batch.units)
+                await self.key_store.put(segment_name(tenant_id, batch.segment_id), data)
+            except BaseException as exc:
+                batch.done.set_exception(exc)
+                batch.done.exception()   # retrieved: waiters re-raise it
+                return
+            self._remember(segment_name(tenant_id, batch.segment_id),
+                           {u.entry_id: u for u in batch.units})
+            batch.done.set_result(None)
+
+    # -- reading -------------------------------------------------------------------------
+    def view(self, tenant_id: str) -> _TenantView:
+        """What a tenant's ring looks unit keys up in (keys.open_tenant_keys(units=...)):
+        the segments loaded so far; `load` (or `prefetch`) fills it before a read."""
+        return _TenantView(self, tenant_id)
+
+    async def prefetch(self, tenant_id: str, sealed: Iterable[bytes | None]) -> None:
+        await self.load(tenant_id, sealed)
+
+    def _remember(self, name: str, entries: dict[uuid.UUID, keys.UnitKey]) -> None:
+        self._cache[name] = (entries, time.monotonic())
+        self._cache.move_to_end(name)
+        while len(self._cache) > SEGMENT_CACHE:
+            self._cache.popitem(last=False)
+
+    async def _segment(self, tenant_id: str, segment_id: uuid.UUID
+                       ) -> dict[uuid.UUID, keys.UnitKey]:
+        name = segment_name(tenant_id, segment_id)
+        cached = self._cache.get(name)
+        if cached is not None and time.monotonic() - cached[1] < SEGMENT_CACHE_SECONDS:
+            return cached[0]
+        data = await self.key_store.get(name)
+        if data is None:
+            entries: dict[uuid.UUID, keys.UnitKey] = {}
+        else:
+            entries = keys.decode_segment(await self.wrapping_key(tenant_id),
+                                          uuid.UUID(tenant_id), segment_id, data)
+        self._remember(name, entries)
+        return entries
+
+    async def load(self, tenant_id: str, sealed: Iterable[bytes | None]) -> UnitRefs:
+        """The unit keys that open these sealed values (format-2 records); an erased unit's
+        key is simply absent, so opening its record fails like any tampered record."""
+        wanted: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for value in sealed:
+            ref = keys.unit_ref(bytes(value)) if value is not None else None
+            if ref is not None:
+                wanted.setdefault(ref[0], set()).add(ref[1])
+        out: UnitRefs = {}
+        for segment_id, entries in wanted.items():
+            segment = await self._segment(tenant_id, segment_id)
+            for entry in entries:
+                unit = segment.get(entry)
+                if unit is not None:
+                    out[unit.ref] = unit
+        return out
+
+    # -- erasing -------------------------------------------------------------------------
+    async def erase(self, tenant_id: str, sealed: Iterable[bytes | None], *,
+                    rows: dict[str, list[str]] | None = None) -> int:
+        """Delete the unit keys of these sealed values from the key store, after writing a
+        ledger entry naming them and the deleted `rows` ({"calls": [...], "events":
+        [...]}). Returns how many keys were deleted."""
+        refs = sorted({ref for value in sealed if value is not None
+                       for ref in [keys.unit_ref(bytes(value))] if ref is not None})
+        if not refs and not any((rows or {}).values()):
+            return 0
+        await self._write_ledger(tenant_id, refs, rows or {})
+        return await self._delete_refs(tenant_id, refs)
+
+    async def _write_ledger(self, tenant_id: str, refs: list[tuple[uuid.UUID, uuid.UUID]],
+                            rows: dict[str, list[str]]) -> None:
+        stamp = isoformat(self.clock.now()).replace(":", "").replace("-", "")
+        body = {"at": isoformat(self.clock.now()),
+                "units": [f"{s}.{e}" for s, e in refs],
+                **{k: sorted(v) for k, v in rows.items() if v}}
+        await self.key_store.put(
+            f"{uuid.UUID(tenant_id)}/{LEDGER_PREFIX}/{stamp}-{uuid.uuid4().hex}",
+            json.dumps(body, separators=(",", ":")).encode())
+
+    async def _delete_refs(self, tenant_id: str, refs: Iterable[tuple[uuid.UUID, uuid.UUID]]
+                           ) -> int:
+        by_segment: dict[uuid.UUID, set[uuid.UUID]] = {}
+        for segment_id, entry in refs:
+            by_segment.setdefault(segment_id, set()).add(entry)
+        deleted = 0
+        for segment_id, entries in by_segment.items():
+            name = segment_name(tenant_id, segment_id)
+            async with self._segment_locks.setdefault(name, asyncio.Lock()):
+                self._cache.pop(name, None)
+                current = await self._segment(tenant_id, segment_id)
+                keep = [u for e, u in current.items() if e not in entries]
+                gone = len(current) - len(keep)
+                if gone == 0:
+                    continue
+                if keep:
+                    await self.key_store.put(name, keys.encode_segment(
+                        await self.wrapping_key(tenant_id), uuid.UUID(tenant_id), segment_id,
+                        keep))
+                    self._remember(name, {u.entry_id: u for u in keep})
+                else:
+                    await self.key_store.delete(name)
+                    self._cache.pop(name, None)
+                deleted += gone
+            self._segment_locks.pop(name, None)
+        return deleted
+
+    async def ledger(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every deletion receipt of the tenant's ledger, oldest first."""
+        out = []
+        for name in await self.key_store.list(f"{uuid.UUID(tenant_id)}/{LEDGER_PREFIX}/"):
+            data = await self.key_store.get(name)
+            if data is not None:
+                out.append(json.loads(data))
+        return out
+
+    async def replay_refs(self, tenant_id: str, entries: list[dict[str, Any]]) -> int:
+        """Delete again every key a ledger entry names (a restored key store, or a segment
+        rewrite another replica lost)."""
+        refs = []
+        for entry in entries:
+            for text in entry.get("units", []):
+                segment, _, unit = text.partition(".")
+                refs.append((uuid.UUID(segment), uuid.UUID(unit)))
+        return await self._delete_refs(tenant_id, refs) if refs else 0
+
+    async def forget_tenant(self, tenant_id: str) -> int:
+        """Offboarding: delete every segment and ledger entry of the tenant."""
+        names = await self.key_store.list(f"{uuid.UUID(tenant_id)}/")
+        for name in names:
+            await self.key_store.delete(name)
+            self._cache.pop(name, None)
+        return len(names)

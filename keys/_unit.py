@@ -1,0 +1,178 @@
+"""Unit keys: one random key per erasable unit (a call's parties, each event, ...), kept in
+the key store in segments, never in the database. Records sealed under a unit key (record
+format 2) open only while that key exists, so deleting it erases every copy of the record,
+database backups included.
+
+Segment object (version 1), one per batch of new keys, rewritten without an entry when
+that entry's unit is erased::
+
+    "VGWK" | 0x01 | tenant id (16) | segment id (16) | len(wrapped) (uint16 BE)
+           | wrapped segment key (the tenant wrapping key's wrap, AAD below)
+           | nonce (12) | AES-256-GCM(segment key, entries, AAD = every byte before the nonce)
+    wrap AAD = "unit-segment|" | tenant id (16) | segment id (16)
+    entries  = count (uint32 BE) | count x (entry id (16) | unit key (32))
+
+Every rewrite draws a fresh segment key and nonce, so a (key, nonce) pair never repeats
+and an old copy of a segment opens only with its own wrapped key (which a key-store
+backup would carry: key-store backup retention bounds erasure, docs/retention-and-dsr.md).
+
+Record format 2 (keys/_record.py has format 1)::
+
+    0x02 | segment id (16) | entry id (16) | salt (16) | nonce (12) | ciphertext + tag (16)
+    info = 0x02 | tenant id (16) | len(kind) (uint16 BE) | kind | len(record id) (uint16 BE)
+                | record id | segment id (16) | entry id (16)
+    record key = HKDF-SHA256(IKM = unit key, salt, info, L = 32);  AAD = info
+
+A format-2 record does not depend on any KEK version: KEK rotation leaves it as it is, and
+the tenant wrapping key (tenant root key) protects the segments instead.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import uuid
+from collections.abc import Iterable, Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ._errors import DecryptionError
+from ._hkdf import derive32
+from ._root import RootKeyProvider
+
+__all__ = ["UnitKey", "new_unit_key", "encode_segment", "decode_segment", "unit_ref",
+           "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES"]
+
+RECORD_FORMAT = 2
+_MAGIC = b"VGWK"
+_SEGMENT_VERSION = 1
+_KEY_LEN = 32
+_ID_LEN = 16
+_NONCE_LEN = 12
+_SALT_LEN = 16
+_TAG_LEN = 16
+_ENTRY_LEN = _ID_LEN + _KEY_LEN
+_RECORD_HEADER = 1 + 2 * _ID_LEN + _SALT_LEN + _NONCE_LEN
+# 48 bytes an entry: 16384 entries keep a segment near 768 KiB, under the key store's
+# 1 MiB object bound (gateway/store/keystore.MAX_OBJECT_BYTES).
+MAX_SEGMENT_ENTRIES = 16384
+
+
+class UnitKey:
+    """One unit's key and where it lives (segment id, entry id); the key is never exposed."""
+
+    __slots__ = ("segment_id", "entry_id", "_key")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use keys.new_unit_key(segment_id) or keys.decode_segment(...)")
+
+    @classmethod
+    def _create(cls, segment_id: uuid.UUID, entry_id: uuid.UUID, key: bytes) -> UnitKey:
+        self = object.__new__(cls)
+        self.segment_id = segment_id
+        self.entry_id = entry_id
+        self._key = key
+        return self
+
+    @property
+    def ref(self) -> tuple[uuid.UUID, uuid.UUID]:
+        return self.segment_id, self.entry_id
+
+    def __repr__(self) -> str:
+        return f"<UnitKey segment={self.segment_id} entry={self.entry_id}>"
+
+
+def new_unit_key(segment_id: uuid.UUID) -> UnitKey:
+    return UnitKey._create(segment_id, uuid.uuid4(), os.urandom(_KEY_LEN))
+
+
+def _wrap_aad(tenant_id: uuid.UUID, segment_id: uuid.UUID) -> bytes:
+    return b"unit-segment|" + tenant_id.bytes + segment_id.bytes
+
+
+def encode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: uuid.UUID,
+                   units: Iterable[UnitKey]) -> bytes:
+    """A segment object holding `units` (all of this segment), under a fresh segment key."""
+    units = list(units)
+    if len(units) > MAX_SEGMENT_ENTRIES:
+        raise ValueError(f"a segment holds at most {MAX_SEGMENT_ENTRIES} keys")
+    segment_key = os.urandom(_KEY_LEN)
+    wrapped = wrapping.wrap(segment_key, _wrap_aad(tenant_id, segment_id))
+    header = (_MAGIC + bytes([_SEGMENT_VERSION]) + tenant_id.bytes + segment_id.bytes
+              + struct.pack(">H", len(wrapped)) + wrapped)
+    body = struct.pack(">I", len(units)) + b"".join(u.entry_id.bytes + u._key for u in units)
+    nonce = os.urandom(_NONCE_LEN)
+    return header + nonce + AESGCM(segment_key).encrypt(nonce, body, header)
+
+
+def decode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: uuid.UUID,
+                   data: bytes) -> dict[uuid.UUID, UnitKey]:
+    """entry id -> UnitKey; DecryptionError if the object is not this tenant's segment."""
+    data = bytes(data)
+    fixed = len(_MAGIC) + 1 + 2 * _ID_LEN
+    if len(data) < fixed + 2 or data[:len(_MAGIC)] != _MAGIC or data[4] != _SEGMENT_VERSION \
+            or data[5:5 + _ID_LEN] != tenant_id.bytes \
+            or data[5 + _ID_LEN:fixed] != segment_id.bytes:
+        raise DecryptionError()
+    (wrapped_len,) = struct.unpack_from(">H", data, fixed)
+    header_end = fixed + 2 + wrapped_len
+    if len(data) < header_end + _NONCE_LEN + _TAG_LEN:
+        raise DecryptionError()
+    segment_key = wrapping.unwrap(data[fixed + 2:header_end], _wrap_aad(tenant_id, segment_id))
+    if len(segment_key) != _KEY_LEN:
+        raise DecryptionError()
+    try:
+        body = AESGCM(segment_key).decrypt(data[header_end:header_end + _NONCE_LEN],
+                                           data[header_end + _NONCE_LEN:], data[:header_end])
+    except InvalidTag:
+        raise DecryptionError() from None
+    (count,) = struct.unpack_from(">I", body)
+    if len(body) != 4 + count * _ENTRY_LEN:
+        raise DecryptionError()
+    out = {}
+    for i in range(count):
+        at = 4 + i * _ENTRY_LEN
+        entry = uuid.UUID(bytes=body[at:at + _ID_LEN])
+        out[entry] = UnitKey._create(segment_id, entry, body[at + _ID_LEN:at + _ENTRY_LEN])
+    return out
+
+
+def unit_ref(sealed: bytes) -> tuple[uuid.UUID, uuid.UUID] | None:
+    """(segment id, entry id) of a format-2 record; None for any other format."""
+    if len(sealed) < _RECORD_HEADER + _TAG_LEN or sealed[0] != RECORD_FORMAT:
+        return None
+    return (uuid.UUID(bytes=bytes(sealed[1:1 + _ID_LEN])),
+            uuid.UUID(bytes=bytes(sealed[1 + _ID_LEN:1 + 2 * _ID_LEN])))
+
+
+def _info(tenant: bytes, kind: bytes, record_id: bytes, unit: UnitKey) -> bytes:
+    return b"".join((bytes([RECORD_FORMAT]), tenant, len(kind).to_bytes(2, "big"), kind,
+                     len(record_id).to_bytes(2, "big"), record_id, unit.segment_id.bytes,
+                     unit.entry_id.bytes))
+
+
+def seal_with_unit(unit: UnitKey, tenant: bytes, kind: bytes, record_id: bytes,
+                   plaintext: bytes) -> bytes:
+    info = _info(tenant, kind, record_id, unit)
+    rand = os.urandom(_SALT_LEN + _NONCE_LEN)
+    key = derive32(unit._key, rand[:_SALT_LEN], info)
+    return (bytes([RECORD_FORMAT]) + unit.segment_id.bytes + unit.entry_id.bytes + rand
+            + AESGCM(key).encrypt(rand[_SALT_LEN:], plaintext, info))
+
+
+def open_with_unit(units: Mapping[tuple[uuid.UUID, uuid.UUID], UnitKey] | None,
+                   tenant: bytes, kind: bytes, record_id: bytes, sealed: bytes) -> bytes:
+    ref = unit_ref(sealed)
+    unit = units.get(ref) if units is not None and ref is not None else None
+    if unit is None:
+        # An erased unit's key is gone: the same failure as any other.
+        raise DecryptionError()
+    info = _info(tenant, kind, record_id, unit)
+    salt_at = 1 + 2 * _ID_LEN
+    key = derive32(unit._key, sealed[salt_at:salt_at + _SALT_LEN], info)
+    try:
+        return AESGCM(key).decrypt(sealed[salt_at + _SALT_LEN:_RECORD_HEADER],
+                                   sealed[_RECORD_HEADER:], info)
+    except InvalidTag:
+        raise DecryptionError() from None
