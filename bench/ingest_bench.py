@@ -33,7 +33,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 from . import wrk
 from ._harness import GatewayProcess, python_server

@@ -26,7 +26,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 from ._harness import GatewayProcess, peak_rss_kib, rss_kib
 from .backends import scale_out_stack

@@ -15,9 +15,7 @@ import pytest
 from gateway.config import Config
 from gateway.core.clock import ManualClock
 from gateway.services import init_storage
-from tests.support.server import RunningGateway, Tenant, make_config, start_gateway
-
-__all__ = ["RunningGateway", "Tenant", "make_config"]   # older imports from tests.conftest
+from tests.support.server import RunningGateway, make_config, start_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 # Session fixtures for the real backing servers: `postgres`, `seaweedfs`.
@@ -27,8 +25,7 @@ pytest_plugins = ["tests.support.postgres", "tests.support.seaweedfs"]
 # (unit tests, SQLite-file forensics) on the embedded one. A test that only makes sense on
 # one backend says so with @pytest.mark.backends("sqlite").
 BACKENDS = tuple(os.environ.get("GATEWAY_TEST_BACKENDS", "sqlite,postgres").split(","))
-EVERY_BACKEND_SUITES = ("tests/gateway/test_foundation_e2e.py", "tests/platforms/",
-                        "tests/access/", "tests/lifecycle/", "tests/calls/")
+EVERY_BACKEND_SUITES = ("tests/calls/", "tests/ingest/", "tests/access/", "tests/lifecycle/")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

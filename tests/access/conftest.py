@@ -12,8 +12,8 @@ import pytest
 
 from gateway.config import Config
 from gateway.services import init_storage
-from tests.conftest import make_config
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.server import make_config
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ import pytest
 from gateway.config import Config
 from gateway.services import init_storage
 from tests.access.conftest import approve, log_entries, make_call, request_access
-from tests.conftest import make_config
+from tests.support.server import make_config
 
 ACCESS_DIR = Path(__file__).resolve().parents[2] / "gateway" / "access"
 

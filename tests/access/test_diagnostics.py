@@ -283,7 +283,7 @@ async def test_values_of_the_wrong_kind_stay_out(gateway):
 async def test_setup_time_is_start_to_answer_and_never_negative(gateway):
     """The view's setup time is what a support engineer means by it: from the call's
     start to its answer, whatever order the events came in; unanswered calls have none."""
-    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+    from tests.support.signers import call_updated, new_whsec, standard_delivery
     tenant = await gateway.new_tenant("acme")
     staff = await gateway.new_staff()
     secret = new_whsec()

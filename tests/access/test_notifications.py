@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 from standardwebhooks.webhooks import Webhook
 
 from tests.access.conftest import approve, make_call, request_access
-from tests.gateway.helpers import new_whsec
+from tests.support.signers import new_whsec
 
 
 class Endpoint:

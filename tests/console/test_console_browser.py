@@ -22,7 +22,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.console.conftest import ARTIFACTS, ServedGateway, check_page, new_page
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 CALLER = "+14155550100"
 DOCS_IMG = Path(__file__).parents[2] / "docs" / "img"

@@ -10,8 +10,8 @@ import os
 
 from gateway.calls.recordings import LEASE_SECONDS
 from tests.access.conftest import make_call
-from tests.conftest import RunningGateway
-from tests.platforms.helpers import sample
+from tests.ingest.helpers import sample
+from tests.support.server import RunningGateway
 
 
 async def test_the_periodic_sweep_removes_an_abandoned_upload(gateway: RunningGateway):

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 import aiohttp
 import requests
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 from tests.hostile.conftest import served_gateway
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 RATE_PER_SECOND = 150
 KILL_AFTER_SECONDS = 1.5

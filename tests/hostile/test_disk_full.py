@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 from tests.hostile.conftest import RestartableGateway
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 TMPFS_BYTES = 16 * 1024 * 1024
 MIN_FREE = 3 * 1024 * 1024

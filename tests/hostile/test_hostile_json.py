@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import RunningGateway
-from tests.gateway.helpers import new_whsec
 from tests.hostile.strategies import dumps, hostile_variants
+from tests.support.server import RunningGateway
+from tests.support.signers import new_whsec
 
 EXAMPLES = settings(max_examples=30, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -16,11 +16,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import RunningGateway
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 from tests.hostile.strategies import HOSTILE_TEXT, dumps, hostile_variants
-from tests.platforms.helpers import webhooks
-from tests.platforms.senders import TelnyxSender, TwilioSender, VonageSender, WhatsAppSender
+from tests.ingest.helpers import webhooks
+from tests.ingest.senders import TelnyxSender, TwilioSender, VonageSender, WhatsAppSender
+from tests.support.server import RunningGateway
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 EXAMPLES = settings(max_examples=40, deadline=None, derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.conftest import RunningGateway
+from tests.support.server import RunningGateway
 
 DEEP = "[" * 5000 + "]" * 5000          # RecursionError in json.loads at ~1,000 levels
 JSON_ROUTES = [

@@ -14,8 +14,8 @@ import pytest
 
 from gateway.web.openapi import document
 from tests.access.conftest import make_call
-from tests.conftest import RunningGateway
-from tests.gateway.helpers import new_whsec
+from tests.support.server import RunningGateway
+from tests.support.signers import new_whsec
 
 GARBAGE = {"since": "0001-01-01T00:00:00+01:00", "cursor": "%%%", "limit": "-1",
            "size": "0", "index": "x", "start": "-5", "end": "a", "old": "9", "new": "1",

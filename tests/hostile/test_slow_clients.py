@@ -145,7 +145,7 @@ def test_a_long_steady_upload_is_not_cut_by_the_header_timeout(slow_served: Serv
     import uuid
     from datetime import UTC, datetime
 
-    from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+    from tests.support.signers import call_updated, new_whsec, standard_delivery
     auth = slow_served.tenant_auth
     secret = new_whsec()
     integration = requests.post(slow_served.url + "/v1/integrations", headers=auth,

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 
 @dataclass
@@ -115,17 +115,3 @@ def storage_toml(gateway) -> str:
 
 def iso(dt) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-async def eventually(check, timeout: float = 5.0):
-    """Await `check()` (an async callable) until it returns a truthy value. For reads that
-    follow another process's commit: the gateway's one reader connection can keep an
-    older snapshot for a moment while a background task's statement on it is active."""
-    import asyncio
-    import time
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.05)

@@ -17,7 +17,8 @@ from gateway.config import ConfigError, load_config
 from gateway.lifecycle.progress import ProgressBar
 from gateway.lifecycle.retention import get_retention
 from gateway.lifecycle.settings import RetentionConfig
-from tests.lifecycle.helpers import eventually, iso, make_env, storage_toml
+from tests.lifecycle.helpers import iso, make_env, storage_toml
+from tests.support.poll import eventually
 
 
 def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:

@@ -17,7 +17,8 @@ import keys
 from gateway.errors import DomainError
 from gateway.lifecycle.offboarding import get_offboarding
 from gateway.tenants.keyring import tenant_root_key_name
-from tests.lifecycle.helpers import eventually, make_env, storage_toml
+from tests.lifecycle.helpers import make_env, storage_toml
+from tests.support.poll import eventually
 
 SUBJECT = "+14155550123"
 AUDIO = b"RIFF-secret-audio" * 5000

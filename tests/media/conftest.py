@@ -10,7 +10,7 @@ import pytest
 from gateway.config import Config
 from gateway.media.settings import MediaConfig
 from gateway.services import init_storage
-from tests.conftest import make_config
+from tests.support.server import make_config
 
 
 @pytest.fixture

@@ -208,7 +208,7 @@ async def test_telnyx_stream_joins_the_call_its_webhooks_created(gateway):
     recording lands on the call the signed webhooks created, not on a second one."""
     from datetime import timedelta
 
-    from tests.platforms.senders import TelnyxSender, iso
+    from tests.ingest.senders import TelnyxSender, iso
 
     tenant = await gateway.new_tenant("acme")
     telnyx = await TelnyxSender.create(gateway, tenant)

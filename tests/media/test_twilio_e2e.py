@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 
-from tests.gateway.helpers import call_updated  # noqa: F401  (shared helpers stay importable)
+from tests.support.signers import call_updated  # noqa: F401  (shared helpers stay importable)
 
 from . import _gw
 from .helpers import (

@@ -17,7 +17,6 @@ import aiohttp
 import pytest
 
 from bench._harness import GatewayProcess, wait_for_port
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 from tests.ops.helpers import (
     OPERATIONS,
     PROMETHEUS_SERIES,
@@ -29,6 +28,7 @@ from tests.ops.helpers import (
     grafana_to_promql,
     metric_names,
 )
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 FROM_NUMBER, TO_NUMBER = "+14155550123", "+14155550187"
 

@@ -15,7 +15,6 @@ Invariants:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import json
@@ -38,7 +37,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.platforms.fakes import TlsMaterial
+from tests.ingest.fakes import TlsMaterial
 from tests.support.seaweedfs import BUCKETS, SeaweedS3, free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -277,17 +276,6 @@ async def request(http: aiohttp.ClientSession, replica: Replica, method: str, pa
         if "json" in response.headers.get("Content-Type", ""):
             body = json.loads(raw)
         return response.status, body, response.headers
-
-
-async def eventually(predicate, timeout: float = 20.0, step: float = 0.1) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(step)
 
 
 def auth(tenant: dict[str, str]) -> dict[str, str]:

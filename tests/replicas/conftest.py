@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.platforms.fakes import FakePlatform, TlsMaterial
+from tests.ingest.fakes import FakePlatform, TlsMaterial
 from tests.support.postgres import PostgresDatabase
 from tests.support.seaweedfs import SeaweedS3
 

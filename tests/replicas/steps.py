@@ -1,6 +1,6 @@
 """Steps the replica tests share: integrations, signed deliveries to a chosen replica, and
 reading calls back through either one. Deliveries are signed with the Standard Webhooks
-reference library (tests.gateway.helpers), never with the code under test."""
+reference library (tests.support.signers), never with the code under test."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 from .cluster import Replica, auth, request
 

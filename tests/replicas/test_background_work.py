@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 import aiohttp
 from aiohttp import web
 
-from tests.gateway.helpers import standard_delivery
-from tests.platforms.fakes import FakePlatform
+from tests.ingest.fakes import FakePlatform
+from tests.support.poll import eventually
+from tests.support.signers import standard_delivery
 
-from .cluster import Cluster, Replica, auth, eventually, request
+from .cluster import Cluster, Replica, auth, request
 from .steps import call, calls, deliver, delivery, standard_integration
 
 OK = (200, 201, 202)

@@ -20,8 +20,9 @@ from tests.media.helpers import (
     twilio_stream,
     twilio_upgrade_headers,
 )
+from tests.support.poll import eventually
 
-from .cluster import Cluster, auth, eventually, request, run_cli
+from .cluster import Cluster, auth, request, run_cli
 from .steps import call, calls, deliver, delivery, standard_integration
 
 OK = (200, 201, 202)

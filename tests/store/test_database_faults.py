@@ -9,8 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
 from tests.support.server import make_config, start_gateway
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 from tests.support.tcp_proxy import TcpProxy
 
 

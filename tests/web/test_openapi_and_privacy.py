@@ -9,7 +9,7 @@ import aiohttp
 
 from gateway.app import build_metrics_app
 from gateway.core.logs import JsonFormatter
-from tests.gateway.helpers import call_updated, new_whsec, standard_delivery
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 
 async def test_openapi_lists_exactly_the_served_routes(gateway):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.core.clock import parse_iso
-from tests.conftest import RunningGateway, Tenant
+from tests.support.server import RunningGateway, Tenant
 
 
 def audio_bytes(size: int = 300_000) -> bytes:

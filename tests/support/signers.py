@@ -1,4 +1,5 @@
-"""Test helpers that act like a platform: they sign with the platform's own SDK."""
+"""Sign like a platform: deliveries made with the platform's own SDK (Standard Webhooks
+here; each platform suite's senders build on these), never with the code under test."""
 
 from __future__ import annotations
 
@@ -39,17 +40,3 @@ def call_updated(call_id: str, status: str, *, direction: str = "inbound",
     if duration is not None:
         data["duration_seconds"] = duration
     return {"type": "call.updated", "data": data}
-
-
-def scan_tree_for(root: os.PathLike, needles: list[bytes]) -> list[tuple[str, bytes]]:
-    """Every (file, needle) where a needle appears in any file under root."""
-    hits = []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as f:
-                data = f.read()
-            for needle in needles:
-                if needle in data:
-                    hits.append((path, needle))
-    return hits

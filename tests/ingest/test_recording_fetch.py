@@ -9,7 +9,8 @@ import json
 from datetime import timedelta
 
 from gateway.core.clock import isoformat
-from tests.gateway.helpers import new_whsec, scan_tree_for, standard_delivery
+from tests.support.forensics import scan_tree_for
+from tests.support.signers import new_whsec, standard_delivery
 
 from .fakes import FakePlatform
 from .helpers import (

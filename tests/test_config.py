@@ -11,7 +11,7 @@ import pytest
 from gateway import features
 from gateway.config import _EXTRA_SECTIONS, Config, ConfigError, load_config
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "config.example.toml"
+EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.toml"
 
 
 def test_example_config_loads_and_documents_every_key():

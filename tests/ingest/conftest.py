@@ -16,7 +16,7 @@ from gateway.core.clock import ManualClock
 from gateway.ingest.settings import RecordingFetchConfig
 from gateway.media.settings import MediaConfig
 from gateway.services import init_storage, open_services
-from tests.conftest import RunningGateway, make_config
+from tests.support.server import RunningGateway, make_config
 
 from .fakes import FakePlatform, FakeResolver, TlsMaterial, make_tls
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import RunningGateway, Tenant
+from tests.support.server import RunningGateway, Tenant
 
 Reply = tuple[int, Any, Any]
 

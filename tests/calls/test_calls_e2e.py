@@ -8,7 +8,8 @@ import json
 import os
 from datetime import timedelta
 
-from tests.gateway.helpers import call_updated, new_whsec, scan_tree_for, standard_delivery
+from tests.support.forensics import scan_tree_for
+from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 NUMBERS = {"from": "+14155550100", "to": "+442071838750"}
 # The same numbers as people and platforms write them: none may appear at rest.
