@@ -63,7 +63,8 @@ def _config(data_dir: Path) -> Config:
     return config
 
 
-async def _make_tenant(config: Config, clock: ManualClock) -> tuple[str, str]:
+async def make_tenant(config: Config, clock: ManualClock) -> tuple[str, str]:
+    """A tenant and a bare integration to hang seeded calls on (shared by retention_pg)."""
     init_storage(config)
     services = await open_services(config, clock)
     try:
@@ -149,7 +150,7 @@ async def _sweep(config: Config, clock: ManualClock) -> tuple[float, dict[str, i
 def _store(root: Path, n_keep: int, n_expired: int) -> tuple[float, dict[str, int], float]:
     clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
     config = _config(root)
-    tenant_id, integration_id = asyncio.run(_make_tenant(config, clock))
+    tenant_id, integration_id = asyncio.run(make_tenant(config, clock))
     started = time.perf_counter()
     _build(config, tenant_id, integration_id, n_keep, n_expired, clock.now())
     build = time.perf_counter() - started

@@ -31,11 +31,11 @@ from typing import Any
 
 import psycopg
 
+from bench.retention_bench import make_tenant
 from gateway.config import Config
-from gateway.core.clock import ManualClock, isoformat
+from gateway.core.clock import ManualClock
 from gateway.lifecycle.retention import get_retention
-from gateway.services import init_storage, open_services
-from gateway.tenants.accounts import create_tenant
+from gateway.services import open_services
 
 from .backends import ScaleOutStack, scale_out_stack
 
@@ -95,21 +95,6 @@ def _config(stack: ScaleOutStack, database_url: str, data_dir: str, prefix: str)
     return config
 
 
-async def _make_tenant(config: Config, clock: ManualClock) -> tuple[str, str]:
-    init_storage(config)
-    services = await open_services(config, clock)
-    try:
-        tenant_id, _ = await create_tenant(services.db, services.keyring, clock, "bench")
-        integration_id = str(uuid.uuid4())
-        await services.db.write(lambda tx: tx.execute(
-            "INSERT INTO integrations (id, tenant_id, platform, credentials, created_at)"
-            " VALUES (?, ?, 'standard', ?, ?)",
-            (integration_id, tenant_id, os.urandom(120), isoformat(clock.now()))))
-    finally:
-        await services.close()
-    return tenant_id, integration_id
-
-
 def _seed(url: str, tenant_id: str, integration_id: str, n_keep: int, n_expired: int,
           now: datetime) -> None:
     params = {"tenant": tenant_id, "integration": integration_id, "salt": uuid.uuid4().hex,
@@ -146,7 +131,7 @@ def _store(stack: ScaleOutStack, tmp: str, name: str, n_keep: int, n_expired: in
     try:
         clock = ManualClock(datetime.now(UTC).replace(microsecond=0))
         config = _config(stack, url, f"{tmp}/{name}", name)
-        tenant_id, integration_id = asyncio.run(_make_tenant(config, clock))
+        tenant_id, integration_id = asyncio.run(make_tenant(config, clock))
         started = time.perf_counter()
         _seed(url, tenant_id, integration_id, n_keep, n_expired, clock.now())
         build = time.perf_counter() - started
