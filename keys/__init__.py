@@ -19,9 +19,11 @@ from ._tenant import (
     new_kek_version,
     new_tenant_keys,
     open_tenant_keys,
+    rewrap_tenant_keys,
+    rewrap_unit_segment,
     sealed_version,
 )
-from ._tenant_root import TenantRootKey
+from ._tenant_root import TenantRootKey, TenantRootKeySwitch
 from ._unit import (
     MAX_SEGMENT_ENTRIES,
     UnitKey,
@@ -36,6 +38,9 @@ __all__ = [
     "RootKeyProvider",
     "FileRootKeyProvider",
     "TenantRootKey",
+    "TenantRootKeySwitch",
+    "rewrap_tenant_keys",
+    "rewrap_unit_segment",
     "UnitKey",
     "MAX_SEGMENT_ENTRIES",
     "UnitSealed",

@@ -13,6 +13,11 @@ no key serves two purposes:
 
     records subkey  = HKDF(KEK, info = "vgw/v1/records")   -> per-record keys (_record.py)
     dek-wrap subkey = HKDF(KEK, info = "vgw/v1/dek-wrap")  -> AES-256-GCM over DEKs (_dek.py)
+
+Tenant root key rotation rewraps (``rewrap_tenant_keys``, ``rewrap_unit_segment``): every
+stored key the old wrapping key wraps directly is unwrapped and wrapped again under the
+new one inside this package; the keys themselves never change and never leave it, so no
+record, DEK or blob is touched.
 """
 
 from __future__ import annotations
@@ -48,6 +53,8 @@ __all__ = [
     "KIND_KEK",
     "KIND_BIK",
     "MAX_KEK_VERSION",
+    "rewrap_tenant_keys",
+    "rewrap_unit_segment",
 ]
 
 KIND_KEK = "kek"
@@ -349,3 +356,47 @@ class TenantKeys:
             return wrapped_dek
         primary = self._primary
         return _dek.wrap(self._keks[primary].dek_wrap, self._tenant, object_id.bytes, primary, segment_size_log2, dek)
+
+
+# -- tenant root key rotation ----------------------------------------------------------------
+def rewrap_tenant_keys(old: RootKeyProvider, new: RootKeyProvider, tenant_id: uuid.UUID,
+                       wrapped: Iterable[WrappedKey]) -> list[WrappedKey]:
+    """The rows not yet under `new`, each unwrapped under `old` and wrapped under `new`
+    (same kind, version and key). Rows already under `new` are left out, so a re-run after
+    a crash rewrites only what is left. DecryptionError if a row opens under neither."""
+    _check_root(old)
+    _check_root(new)
+    check_uuid(tenant_id, "tenant_id")
+    out = []
+    for row in wrapped:
+        if not isinstance(row, WrappedKey):
+            raise TypeError(f"wrapped must contain WrappedKey items, not {type(row).__name__}")
+        aad = _aad(tenant_id, row.kind, row.version)
+        try:
+            new.unwrap(row.wrapped, aad)
+            continue
+        except DecryptionError:
+            pass
+        key = old.unwrap(row.wrapped, aad)
+        if len(key) != _KEY_LEN:
+            raise DecryptionError()
+        out.append(WrappedKey(row.kind, row.version, new.wrap(key, aad)))
+    return out
+
+
+def rewrap_unit_segment(old: RootKeyProvider, new: RootKeyProvider, tenant_id: uuid.UUID,
+                        segment_id: uuid.UUID, data: bytes) -> bytes | None:
+    """A unit-key segment's bytes re-encoded under `new` (same entries, fresh segment key
+    and nonce), or None if it already opens under `new`. DecryptionError if it opens under
+    neither."""
+    _check_root(old)
+    _check_root(new)
+    check_uuid(tenant_id, "tenant_id")
+    check_uuid(segment_id, "segment_id")
+    try:
+        _unit.decode_segment(new, tenant_id, segment_id, data)
+        return None
+    except DecryptionError:
+        pass
+    entries = _unit.decode_segment(old, tenant_id, segment_id, data)
+    return _unit.encode_segment(new, tenant_id, segment_id, entries.values())

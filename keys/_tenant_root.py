@@ -21,6 +21,10 @@ fails to open. Created 0600, never over an existing file (``_keyfile``).
 The object is a ``RootKeyProvider`` (``wrap``/``unwrap``, same format as the file
 provider's wrap), so ``new_tenant_keys``, ``new_kek_version`` and ``open_tenant_keys``
 take it in place of the root.
+
+Rotation (``TenantRootKeySwitch``): while a tenant moves from one tenant root key to the
+next, both can open and only the new one wraps, so every row or segment rewritten during
+the switch is under the new key and a crash at any point leaves everything openable.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from ._errors import DecryptionError
 from ._keyfile import create_key_file, read_key_file
 from ._root import RootKeyProvider, unwrap_with, wrap_with
 
-__all__ = ["TenantRootKey"]
+__all__ = ["TenantRootKey", "TenantRootKeySwitch"]
 
 _FILE_MAGIC = b"VGWT"
 _FILE_VERSION = 1
@@ -169,3 +173,41 @@ class TenantRootKey:
 
     def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
         return unwrap_with(self._aead, wrapped, aad)
+
+
+class TenantRootKeySwitch:
+    """The wrapping key of a tenant during a tenant root key rotation: wraps under `new`;
+    unwraps under `new`, else under `old` (a row or segment not rewrapped yet). Once
+    nothing is left under `old`, the old key can be destroyed."""
+
+    __slots__ = ("_old", "_new")
+
+    def __init__(self, old: RootKeyProvider, new: TenantRootKey) -> None:
+        self._old = _check_root(old)
+        if not isinstance(new, TenantRootKey):
+            raise TypeError(f"new must be a TenantRootKey, not {type(new).__name__}")
+        self._new = new
+
+    @property
+    def new(self) -> TenantRootKey:
+        return self._new
+
+    def __repr__(self) -> str:
+        return "<TenantRootKeySwitch>"
+
+    def wrap(self, plaintext: bytes, aad: bytes) -> bytes:
+        return self._new.wrap(plaintext, aad)
+
+    def unwrap(self, wrapped: bytes, aad: bytes) -> bytes:
+        try:
+            return self._new.unwrap(wrapped, aad)
+        except DecryptionError:
+            return self._old.unwrap(wrapped, aad)
+
+    def is_new(self, wrapped: bytes, aad: bytes) -> bool:
+        """True if `wrapped` already opens under the new key (nothing left to rewrap)."""
+        try:
+            self._new.unwrap(wrapped, aad)
+        except DecryptionError:
+            return False
+        return True

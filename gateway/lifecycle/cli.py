@@ -1,5 +1,5 @@
-"""The lifecycle area's `gateway` subcommands: `retention run`, `keys rotate`, `keys status`
-and `tenant offboard`.
+"""The lifecycle area's `gateway` subcommands: `retention run`, `keys rotate`, `keys status`,
+`keys rotate-tenant-root` and `tenant offboard`.
 
 Invariants:
 - Each is a `Command` whose `run(args, services)` receives services the CLI already opened
@@ -27,6 +27,8 @@ from gateway.lifecycle.offboarding import OPERATOR_ACTOR, get_offboarding
 from gateway.lifecycle.progress import ProgressBar
 from gateway.lifecycle.retention import get_retention
 from gateway.lifecycle.rotation import OPEN_STATES, get_key_service
+from gateway.tenants.root_rotation import rotate_tenant_root_key
+from gateway.transparency.log import get_audit_log
 
 
 # -- retention run ---------------------------------------------------------------------------
@@ -171,6 +173,27 @@ async def keys_status(args: argparse.Namespace, services: Any) -> int:
     return 0
 
 
+async def keys_rotate_tenant_root(args: argparse.Namespace, services: Any) -> int:
+    tenant_id = await _known_tenant(services, args.tenant)
+    result = await rotate_tenant_root_key(services, get_audit_log(services), tenant_id)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"tenant {tenant_id}: new tenant root key; {result['key_rows_rewrapped']} key"
+              f" row(s) and {result['segments_rewrapped']} unit-key segment(s) rewrapped;"
+              f" old key destroyed (log entry {result['log_index']})")
+    return 0
+
+
+_ROTATE_TENANT_ROOT_HELP = """\
+Replace a tenant's root key (the key in the key store that wraps the tenant's key rows
+and unit-key segments): a new key is stored, everything the old one wrapped is rewrapped
+under it, then the old key is destroyed and a key_event is logged in the tenant's
+transparency log. No record or recording is re-encrypted. A database backup taken
+before the rotation no longer opens with the tenant's keys. Safe to run again after an
+interruption: it finishes the rotation it started."""
+
+
 cli_commands = [
     Command(("retention", "run"), retention_run, _configure_run,
             help="delete what the retention policies say is due (batched, resumable)"),
@@ -184,4 +207,8 @@ cli_commands = [
     Command(("keys", "status"), keys_status,
             lambda p: p.add_argument("--tenant", required=True, help="the tenant's id (UUID)"),
             help="a tenant's key versions and its latest rotation"),
+    Command(("keys", "rotate-tenant-root"), keys_rotate_tenant_root,
+            lambda p: p.add_argument("--tenant", required=True, help="the tenant's id (UUID)"),
+            help="new tenant root key; rewrap what it wraps; destroy the old key",
+            description=_ROTATE_TENANT_ROOT_HELP),
 ]

@@ -6,9 +6,11 @@ and the comparison is constant-time. The key id selects the row without touching
 secret.
 
 Regions (docs/residency.md): a tenant may be pinned to one of the `[regions.<name>]` at
-creation; its region changes only through `move_region`, which copies the tenant's
-ciphertext and wrapped keys into the new region's stores, checks the copies, destroys the
-old ones and logs the move in the tenant's transparency log. Nothing is decrypted on the
+creation; its region changes only through `move_region`, which re-encrypts the tenant's
+keys into the new region (a new tenant root key stored there wraps its key rows and unit
+segments: gateway/tenants/root_rotation.py), copies its blob ciphertext and other key-store
+objects, checks the copies, destroys the old ones (the old tenant root key with them) and
+logs the move in the tenant's transparency log. No record or audio is decrypted on the
 way. A crash at any point leaves the move announced (`tenants.moving_to`): running it again
 finishes it."""
 
@@ -29,7 +31,8 @@ from gateway.errors import DomainError, invalid
 from gateway.store.database import Database, IntegrityError, WriteTx
 from gateway.store.regions import MOVE_SETTLE_SECONDS, RegionDirectory
 from gateway.store.transfer import _copy_blob, _digest
-from gateway.tenants.keyring import KeyRing
+from gateway.tenants.keyring import KeyRing, next_tenant_root_key_name, tenant_root_key_name
+from gateway.tenants.root_rotation import rotate_tenant_root_key
 
 TENANT_TOKEN_PREFIX = "vgw"
 STAFF_TOKEN_PREFIX = "vgws"
@@ -158,8 +161,10 @@ async def move_region(services: Any, audit: Any, tenant_id: str, target: str,
 
     Order (each step safe to repeat): announce the move (`moving_to`: new objects are
     written there, reads look there first), wait until every replica's cached placement
-    has expired, copy what is missing, compare every copy, destroy the old copies, then
-    commit the new region with its log entry in one write unit."""
+    has expired, rotate the tenant root key (the new key and every segment it rewraps are
+    written to the new region only), copy the remaining objects that are missing, compare
+    every copy, destroy the old copies (the old tenant root key and old-key segments
+    included), then commit the new region with its log entry in one write unit."""
     db, directory = services.db, services.regions
     if directory is None or target not in directory.regions:
         raise unknown_region(target, directory)
@@ -183,6 +188,17 @@ async def move_region(services: Any, audit: Any, tenant_id: str, target: str,
     old_blobs, new_blobs = blobs.store_named(source), blobs.store_named(target)
     old_keys, new_keys = keys.store_named(source), keys.store_named(target)
 
+    # Re-encrypt rather than copy the key material: unless a cut-short run already
+    # finished it, a new tenant root key is made in the target region (keys.put routes to
+    # `moving_to`) and every row and segment the old one wrapped is rewrapped under it.
+    rotated = None
+    if (await new_keys.get(tenant_root_key_name(tenant_id)) is None
+            or await keys.get(next_tenant_root_key_name(tenant_id)) is not None):
+        rotated = await rotate_tenant_root_key(services, audit, tenant_id,
+                                               settle_seconds=settle_seconds,
+                                               reason=f"move to region {target}")
+    reencrypted_prefixes = (tenant_root_key_name(tenant_id), f"{tenant_id}/units/")
+
     objects = await old_blobs.list_objects(tenant_id)
     moved_bytes = 0
     for object_id in objects:
@@ -196,6 +212,8 @@ async def move_region(services: Any, audit: Any, tenant_id: str, target: str,
         moved_bytes += size
     names = await old_keys.list(tenant_id)
     for name in names:
+        if name.startswith(reencrypted_prefixes):
+            continue   # the old-key copies: the new region has its own, rewrapped
         data = await old_keys.get(name)
         if data is None:
             continue
@@ -214,7 +232,9 @@ async def move_region(services: Any, audit: Any, tenant_id: str, target: str,
         raise RuntimeError("objects are left in the old region; run the move again")
 
     details = {"event": "region_moved", "from": source or "default", "to": target,
-               "blobs": len(objects), "blob_bytes": moved_bytes, "key_objects": len(names)}
+               "blobs": len(objects), "blob_bytes": moved_bytes, "key_objects": len(names),
+               "tenant_root_key": "new key in the target region; old key destroyed",
+               "segments_rewrapped": rotated["segments_rewrapped"] if rotated else 0}
 
     def commit(tx: WriteTx) -> int:
         tx.execute("UPDATE tenants SET region = ?, moving_to = NULL WHERE id = ?",

@@ -1,7 +1,7 @@
 """`gateway tenant move-region`: the one way a tenant's region changes (docs/residency.md).
 
-Copies the tenant's ciphertext and wrapped keys into the new region's stores, verifies
-every copy, destroys the old copies and logs the move in the tenant's transparency log
+Re-encrypts the tenant's key material under a new tenant root key kept in the new region,
+copies its blob ciphertext there, verifies every copy, destroys the old copies and logs the move in the tenant's transparency log
 (gateway.tenants.accounts.move_region). Safe to run again after any interruption."""
 
 from __future__ import annotations

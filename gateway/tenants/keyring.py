@@ -12,7 +12,13 @@ before tenant root keys existed) has its rows wrapped directly under the root ke
 Opened rings are cached for `cache_seconds`; after that the next use re-reads the tenant's
 key versions, so a rotation or an offboarding done by another replica sharing the
 database reaches this one within that time (the rotation job waits longer than this
-before it destroys an old version)."""
+before it destroys an old version).
+
+Tenant root key rotation (gateway/tenants/root_rotation.py) stores the next key as
+`<tenant id>.key.next` before rewrapping anything; while that object exists the wrapping
+key is a `keys.TenantRootKeySwitch` (wraps under the next key, opens under either), so every
+replica writes under the new key once its cached wrapping key (WRAPPING_CACHE_SECONDS) is
+re-read, and nothing is unreadable at any instant of the switch."""
 
 from __future__ import annotations
 
@@ -27,10 +33,18 @@ from gateway.store import Database, WriteTx
 
 # How long an opened ring is used before its key versions are checked again.
 RING_CACHE_SECONDS = 30.0
+# How long a tenant's wrapping key is used before the key store is read again: a tenant
+# root key rotation waits longer than this after storing the next key before it rewraps.
+WRAPPING_CACHE_SECONDS = 2.0
 
 
 def tenant_root_key_name(tenant_id: str) -> str:
     return f"{uuid.UUID(tenant_id)}.key"
+
+
+def next_tenant_root_key_name(tenant_id: str) -> str:
+    """Where a rotation keeps the next tenant root key until it becomes the current one."""
+    return f"{uuid.UUID(tenant_id)}.key.next"
 
 
 class KeyRing:
@@ -46,7 +60,8 @@ class KeyRing:
         self.cache_seconds = cache_seconds
         # tenant -> (opened ring, its key versions, monotonic time it was last checked)
         self._open: dict[str, tuple[keys.TenantKeys, frozenset, float]] = {}
-        self._wrapping: dict[str, keys.RootKeyProvider] = {}
+        # tenant -> (wrapping key, the stored bytes it came from, monotonic time read)
+        self._wrapping: dict[str, tuple[keys.RootKeyProvider, tuple[Any, Any], float]] = {}
         # Per-unit keys (a call's parties, each event) in the key store; None without one,
         # and then records are sealed under the tenant's KEK alone.
         self.units = UnitKeys(key_store, self.wrapping_key, clock) \
@@ -89,18 +104,27 @@ class KeyRing:
             await self.key_store.get(tenant_root_key_name(tenant_id)) is not None
 
     async def wrapping_key(self, tenant_id: str) -> keys.RootKeyProvider:
-        """What wraps this tenant's key rows: its tenant root key if it has one, else
-        (a tenant from before tenant root keys) the root key."""
+        """What wraps this tenant's key rows and unit segments: its tenant root key if it
+        has one, else (a tenant from before tenant root keys) the root key; during a
+        tenant root key rotation, the switch from the current key to the next."""
         cached = self._wrapping.get(tenant_id)
-        if cached is not None:
-            return cached
-        provider: keys.RootKeyProvider = self.root
+        if cached is not None and time.monotonic() - cached[2] < WRAPPING_CACHE_SECONDS:
+            return cached[0]
+        stored: tuple[Any, Any] = (None, None)
         if self.key_store is not None:
-            data = await self.key_store.get(tenant_root_key_name(tenant_id))
-            if data is not None:
-                provider = keys.TenantRootKey.from_bytes(data, self.root,
-                                                         uuid.UUID(tenant_id))
-        self._wrapping[tenant_id] = provider
+            stored = (await self.key_store.get(tenant_root_key_name(tenant_id)),
+                      await self.key_store.get(next_tenant_root_key_name(tenant_id)))
+        if cached is not None and cached[1] == stored:
+            provider = cached[0]
+        else:
+            provider = self.root
+            tid = uuid.UUID(tenant_id)
+            if stored[0] is not None:
+                provider = keys.TenantRootKey.from_bytes(stored[0], self.root, tid)
+            if stored[1] is not None:
+                provider = keys.TenantRootKeySwitch(
+                    provider, keys.TenantRootKey.from_bytes(stored[1], self.root, tid))
+        self._wrapping[tenant_id] = (provider, stored, time.monotonic())
         return provider
 
     async def new_tenant_keys(self, tenant_id: str) -> list[keys.WrappedKey]:
@@ -111,7 +135,8 @@ class KeyRing:
         if self.key_store is not None:
             provider, stored = keys.TenantRootKey.generate(self.root, uuid.UUID(tenant_id))
             await self.key_store.put(tenant_root_key_name(tenant_id), stored)
-            self._wrapping[tenant_id] = wrapping = provider
+            wrapping = provider
+            self._wrapping[tenant_id] = (provider, (stored, None), time.monotonic())
         return list(keys.new_tenant_keys(wrapping, uuid.UUID(tenant_id)))
 
     def store_new_tenant_keys(self, tx: WriteTx, tenant_id: str,
@@ -129,4 +154,6 @@ class KeyRing:
         self.forget(tenant_id)
         if self.key_store is None:
             return False
-        return await self.key_store.delete(tenant_root_key_name(tenant_id))
+        # A rotation cut short leaves the next key too: it wraps the same rows.
+        next_existed = await self.key_store.delete(next_tenant_root_key_name(tenant_id))
+        return await self.key_store.delete(tenant_root_key_name(tenant_id)) or next_existed

@@ -35,12 +35,14 @@ def test_create_move_and_refuse(tmp_path):
     assert unknown.returncode == 1
     assert "configured regions: eu, us" in unknown.stderr
 
+    old_key = (tmp_path / "eu" / "keys" / f"{tenant['tenant_id']}.key").read_bytes()
     moved = run_cli(config, "tenant", "move-region", "--tenant", tenant["tenant_id"],
                     "--region", "us", "--json")
     assert moved.returncode == 0, moved.stderr
     assert json.loads(moved.stdout)["to"] == "us"
     assert not list((tmp_path / "eu").rglob(f"{tenant['tenant_id']}*.key"))
-    assert (tmp_path / "us" / "keys" / f"{tenant['tenant_id']}.key").exists()
+    # Re-encrypted into us under a new tenant root key, not a copy of the old one.
+    assert (tmp_path / "us" / "keys" / f"{tenant['tenant_id']}.key").read_bytes() != old_key
 
     # us is in use: a config without it does not start, and says who is there.
     refused = run_cli(write_config(tmp_path, ("eu",)), "tenant", "create", "--name", "x")

@@ -6,11 +6,14 @@ stops the gateway from starting, naming the tenants."""
 from __future__ import annotations
 
 import os
+import uuid
 
 import pytest
 
+import keys
 from gateway.config import ConfigError
 from gateway.tenants.accounts import create_tenant, move_region
+from gateway.tenants.keyring import tenant_root_key_name
 from gateway.transparency.log import get_audit_log
 from tests.access.conftest import make_call
 from tests.regions.conftest import every_store, stores_holding
@@ -74,9 +77,34 @@ async def test_move_region_leaves_nothing_behind(gateway, config, request):
     tenant, call, recording_id = await tenant_with_recording(gateway, "mover", "eu")
     bystander, _, _ = await tenant_with_recording(gateway, "stayer", "eu")
     svc = gateway.services
+    key_name = tenant_root_key_name(tenant.id)
+    old_key = await svc.key_store.get(key_name)
+    backup_rows = await svc.db.fetchall("SELECT kind, version, wrapped FROM tenant_keys"
+                                        " WHERE tenant_id = ?", (tenant.id,))
+    status, call_before, _ = await gateway.request("GET", f"/v1/calls/{call}",
+                                                   headers=tenant.auth)
     result = await move_region(svc, get_audit_log(svc), tenant.id, "us", settle_seconds=0.05)
     assert (result["from"], result["to"], result["blobs"]) == ("eu", "us", 1)
-    assert result["key_objects"] >= 1
+    assert result["key_objects"] >= 1 and result["segments_rewrapped"] >= 1
+    # Re-encrypted, not copied: a new tenant root key in us, the old one nowhere, and the
+    # key rows as a database backup taken before the move hold them open under neither.
+    svc.keyring.forget(tenant.id)
+    svc.keyring.units._cache.clear()
+    new_key = await svc.key_store.store_named("us").get(key_name)
+    assert new_key is not None and new_key != old_key
+    for region in ("eu", "us"):
+        store = svc.key_store.store_named(region)
+        for name in await store.list(tenant.id):
+            assert await store.get(name) != old_key
+    with pytest.raises(keys.DecryptionError):
+        keys.open_tenant_keys(
+            keys.TenantRootKey.from_bytes(new_key, svc.keyring.root, uuid.UUID(tenant.id)),
+            uuid.UUID(tenant.id),
+            [keys.WrappedKey(r["kind"], r["version"], bytes(r["wrapped"]))
+             for r in backup_rows])
+    status, call_after, _ = await gateway.request("GET", f"/v1/calls/{call}",
+                                                  headers=tenant.auth)
+    assert status == 200 and call_after == call_before
 
     listing = every_store(config, seaweed(request))
     assert stores_holding(listing, tenant.id) == {"us/blobs", "us/keys"}
