@@ -11,6 +11,7 @@ WAL is flushed on the server, so a returned write is durable. Several replicas e
 their own writer: READ COMMITTED lets each statement see what other replicas committed,
 UPDATEs take row locks, and a unit that hits a UNIQUE violation is run once more in a fresh
 savepoint (it then sees the row the other replica committed and takes its duplicate path).
+A unit chosen as a deadlock victim is undone and run once more the same way.
 Reads: a small async pool in autocommit mode; each read sees every committed write.
 Migrations: applied under a session advisory lock, so replicas starting together are safe.
 """
@@ -243,6 +244,18 @@ class PostgresDatabase(BatchingDatabase):
                 if attempt == 2:
                     return (False, exc), tx
                 continue   # another replica committed the row first: run again, see it
+            except pg_errors.DeadlockDetected as exc:
+                # Two replicas' open batches locked rows in opposite orders and PostgreSQL
+                # chose this statement to break the cycle: undoing the unit releases its
+                # locks, the other batch goes on, and the unit runs once more; the rest of
+                # this batch commits whatever becomes of it.
+                conn.execute("ROLLBACK TO SAVEPOINT unit")
+                conn.execute("RELEASE SAVEPOINT unit")
+                if attempt == 2:
+                    unavailable = StoreUnavailable("database")
+                    unavailable.__cause__ = exc
+                    return (False, unavailable), tx
+                continue
             except psycopg.OperationalError:
                 raise      # the connection is gone: the whole batch fails
             except Exception as exc:
