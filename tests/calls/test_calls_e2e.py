@@ -254,8 +254,9 @@ async def test_nothing_readable_at_rest(gateway):
                                     tenant.api_key.encode()]
     needles += [audio[i:i + 64] for i in range(0, len(audio) - 64, 4096)]
     assert scan_tree_for(gateway.config.data_dir, needles) == []
-    # The API key is stored only as a hash.
-    secret_part = tenant.api_key.rsplit("_", 1)[1].encode()
+    # The API key is stored only as a hash (its secret is everything after prefix_keyid_;
+    # token_urlsafe may contain "_", so never split on the last one).
+    secret_part = tenant.api_key.split("_", 2)[2].encode()
     assert scan_tree_for(gateway.config.data_dir, [secret_part]) == []
 
 
