@@ -8,6 +8,12 @@ Invariants:
 - Writes are batched per tenant like the database's group commit: while one segment PUT
   is in flight, every key asked for joins the next segment, so the key store costs one
   fsync (file) or one PUT (S3) per batch, never one per call.
+- A key store whose writes are dear (`unit_keys_ahead` > 0: S3, a network PUT and the
+  server's CPU per segment) gets keys written ahead instead: each tenant's keys are handed
+  out from segments already in the key store, the next one written in the background
+  when half are used, so ingest waits for no PUT and pays one per `unit_keys_ahead` keys.
+  A spare key never handed out seals nothing (like a key left by a crash); it stays in
+  its segment until erasure or offboarding removes the segment.
 - Names start with the tenant id: `<tenant>/units/<segment id>` (segments) and
   `<tenant>/ledger/<time>-<id>` (deletion receipts: ids only, never a number or a key).
 - Erasing rewrites each touched segment without the erased entries under a fresh
@@ -25,7 +31,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,12 +95,22 @@ class UnitKeys:
         self._segment_locks: dict[str, asyncio.Lock] = {}
         self._cache: OrderedDict[str, tuple[dict[uuid.UUID, keys.UnitKey], float]] = \
             OrderedDict()
+        # Keys written ahead (see the invariants): spare keys per tenant, the refill in
+        # flight per tenant, and a generation per tenant that offboarding bumps so a refill
+        # finishing afterwards adds nothing.
+        self._ahead = min(int(getattr(key_store, "unit_keys_ahead", 0)),
+                          keys.MAX_SEGMENT_ENTRIES)
+        self._spare: dict[str, deque[keys.UnitKey]] = {}
+        self._refilling: dict[str, asyncio.Future[None]] = {}
+        self._generation: dict[str, int] = {}
 
     # -- new keys ------------------------------------------------------------------------
     async def new_keys(self, tenant_id: str, count: int) -> list[keys.UnitKey]:
         """`count` new unit keys, durable in the key store when this returns."""
         if count <= 0:
             return []
+        if self._ahead:
+            return await self._take_spare(tenant_id, count)
         batch = self._open.get(tenant_id)
         if batch is None or len(batch.units) + count > keys.MAX_SEGMENT_ENTRIES:
             batch = self._open[tenant_id] = _Batch()
@@ -122,6 +138,45 @@ class UnitKeys:
             self._remember(segment_name(tenant_id, batch.segment_id),
                            {u.entry_id: u for u in batch.units})
             batch.done.set_result(None)
+
+    async def _take_spare(self, tenant_id: str, count: int) -> list[keys.UnitKey]:
+        spare = self._spare.setdefault(tenant_id, deque())
+        while len(spare) < count:
+            await asyncio.shield(self._refill(tenant_id, count - len(spare)))
+            spare = self._spare.setdefault(tenant_id, deque())
+        units = [spare.popleft() for _ in range(count)]
+        if len(spare) < self._ahead // 2 and tenant_id not in self._refilling:
+            self._refill(tenant_id, 0)     # in the background: nobody waits for it
+        return units
+
+    def _refill(self, tenant_id: str, wanted: int) -> asyncio.Future[None]:
+        """The one segment write in flight for this tenant (started if none): at least
+        `unit_keys_ahead` new keys, durable, added to the spares when it completes."""
+        running = self._refilling.get(tenant_id)
+        if running is not None:
+            return running
+        size = min(max(self._ahead, wanted), keys.MAX_SEGMENT_ENTRIES)
+        generation = self._generation.get(tenant_id, 0)
+
+        async def write() -> None:
+            try:
+                segment_id = uuid.uuid4()
+                units = [keys.new_unit_key(segment_id) for _ in range(size)]
+                data = keys.encode_segment(await self.wrapping_key(tenant_id),
+                                           uuid.UUID(tenant_id), segment_id, units)
+                name = segment_name(tenant_id, segment_id)
+                await self.key_store.put(name, data)
+                if self._generation.get(tenant_id, 0) == generation:
+                    self._remember(name, {u.entry_id: u for u in units})
+                    self._spare.setdefault(tenant_id, deque()).extend(units)
+            finally:
+                self._refilling.pop(tenant_id, None)
+
+        task = asyncio.get_running_loop().create_task(write())
+        # A background refill's failure is retried by the next caller that needs keys.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        self._refilling[tenant_id] = task
+        return task
 
     # -- reading -------------------------------------------------------------------------
     def view(self, tenant_id: str) -> _TenantView:
@@ -241,6 +296,8 @@ class UnitKeys:
 
     async def forget_tenant(self, tenant_id: str) -> int:
         """Offboarding: delete every segment and ledger entry of the tenant."""
+        self._generation[tenant_id] = self._generation.get(tenant_id, 0) + 1
+        self._spare.pop(tenant_id, None)
         names = await self.key_store.list(f"{uuid.UUID(tenant_id)}/")
         for name in names:
             await self.key_store.delete(name)

@@ -264,6 +264,11 @@ class S3KeyStore(S3Client):
     blobs, which configuration enforces)."""
 
     COMPONENT = "key store"
+    # Unit keys are written this many at a time ahead of use (gateway/lifecycle/unit_keys.py):
+    # a PUT costs a network request and the server's CPU (SeaweedFS ~3.7 ms a PUT, more
+    # than the gateway's whole webhook), so one per ingest batch limited the scale-out
+    # stack. 1024 entries are a 48 KiB segment.
+    unit_keys_ahead = 1024
 
     def _key(self, name: str) -> str:
         return f"{self._base()}{_check_name(name)}"

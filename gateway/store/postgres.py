@@ -39,6 +39,13 @@ T = TypeVar("T")
 # pg_advisory_lock key for migrations: any constant unique to this application.
 MIGRATION_LOCK_KEY = 0x76_67_77_6D   # "vgwm"
 CONNECT_TIMEOUT_SECONDS = 5
+# psycopg prepares a statement on its 5th run and PostgreSQL may then cache a generic
+# plan for the session, chosen from the statistics of that moment: a gateway that starts
+# on empty tables kept sequential scans (dedupe lookup, call lookup) as call_events grew,
+# and ingest fell 365 -> 127 webhooks/s in five 4 s runs (bench/ingest_bench.py). Every
+# statement here is a short keyed lookup or write whose planning costs microseconds: plan
+# each run with its parameters, keep the saved parse.
+CUSTOM_PLANS = "SET plan_cache_mode = force_custom_plan"
 
 
 class PgRow:
@@ -145,6 +152,7 @@ class PostgresDatabase(BatchingDatabase):
         conn = psycopg.connect(self.url, autocommit=False, row_factory=_row_factory,
                                connect_timeout=CONNECT_TIMEOUT_SECONDS)
         conn.execute("SET synchronous_commit = on")
+        conn.execute(CUSTOM_PLANS)
         conn.commit()
         self._writer_conn = conn
 
@@ -168,6 +176,7 @@ class PostgresDatabase(BatchingDatabase):
 
         async def configure(conn: psycopg.AsyncConnection) -> None:
             conn.row_factory = _row_factory
+            await conn.execute(CUSTOM_PLANS)
 
         self._pool = AsyncConnectionPool(
             self.url, min_size=1, max_size=self.pool_size, open=False, configure=configure,
