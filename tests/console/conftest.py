@@ -11,14 +11,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.process import wait_healthy
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,20 +50,6 @@ class ServedGateway:
         return {"Authorization": f"Bearer {self.api_key}"}
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"gateway serve exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError("gateway serve did not become ready")
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     """`gateway init`, `tenant create`, `staff create`, then `gateway serve` on a free port."""
@@ -90,7 +76,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedGateway]:
     process = subprocess.Popen([sys.executable, "-m", "gateway.cli", "--config",
                                 str(config_path), "serve"], stdout=log, stderr=subprocess.STDOUT)
     try:
-        _wait_ready(url, process)
+        wait_healthy(url, process)
         yield ServedGateway(url, config_path, root / "data" / "gateway.sqlite3",
                             tenant["tenant_id"], tenant["api_key"], staff, process)
     finally:

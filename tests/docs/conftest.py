@@ -7,12 +7,11 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.support.process import wait_healthy
 from tests.support.seaweedfs import free_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,20 +30,6 @@ def _config_copy(workdir: Path, port: int, metrics_port: int) -> Path:
     return path
 
 
-def _wait_healthy(url: str, server: subprocess.Popen) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"gateway serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError("gateway did not answer /healthz")
-
-
 @pytest.fixture
 def served_gateway(tmp_path: Path):
     """A gateway started as `make run` starts it, from a copy of the example config."""
@@ -58,7 +43,7 @@ def served_gateway(tmp_path: Path):
     server = subprocess.Popen([GATEWAY, "serve"], cwd=tmp_path, env=env, stdout=log,
                               stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(f"http://127.0.0.1:{port}", server)
+        wait_healthy(f"http://127.0.0.1:{port}", server, timeout=STARTUP_SECONDS)
         yield tmp_path, port, metrics_port, server
     finally:
         if server.poll() is None:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import aiohttp
-
-from gateway.app import build_metrics_app
 from tests.lifecycle.helpers import iso, make_env
 
 DAY = timedelta(days=1)
@@ -271,13 +268,7 @@ async def test_receipts_in_the_audit_log_and_metrics(gateway):
     assert listed == {hashlib.sha256(i.encode()).hexdigest() for i in ids}
     assert all(i not in str(entries) for i in ids)
 
-    metrics_server = aiohttp.test_utils.TestServer(build_metrics_app(gateway.services.metrics))
-    await metrics_server.start_server()
-    try:
-        async with gateway.http.get(str(metrics_server.make_url("/metrics"))) as response:
-            scraped = await response.text()
-    finally:
-        await metrics_server.close()
+    scraped = await gateway.scrape_metrics()
     assert 'gateway_retention_deleted_items_total{data_class="call_metadata"} 3.0' in scraped
     assert 'gateway_retention_deleted_items_total{data_class="recordings"} 3.0' in scraped
     assert "gateway_retention_sweep_duration_seconds_count 1.0" in scraped

@@ -70,6 +70,17 @@ class RunningGateway:
                 body = json.loads(raw)
             return response.status, body, response.headers
 
+    async def scrape_metrics(self) -> str:
+        """The Prometheus exposition, fetched over HTTP from the metrics listener's app."""
+        from gateway.app import build_metrics_app
+        server = TestServer(build_metrics_app(self.services.metrics), host="127.0.0.1")
+        await server.start_server()
+        try:
+            async with self.http.get(str(server.make_url("/metrics"))) as response:
+                return await response.text()
+        finally:
+            await server.close()
+
     async def integration(self, tenant: Tenant, platform: str, credentials: dict[str, Any],
                           **extra: Any) -> dict[str, Any]:
         status, body, _ = await self.request(

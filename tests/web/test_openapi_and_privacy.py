@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 
-import aiohttp
-
-from gateway.app import build_metrics_app
 from gateway.core.logs import JsonFormatter
 from tests.support.signers import call_updated, new_whsec, standard_delivery
 
@@ -73,13 +70,7 @@ async def _exercise_and_check(gateway, collected):
                           headers=tenant.auth)
     await gateway.request("GET", "/v1/calls", headers={"Authorization": "Bearer vgw_bad"})
 
-    metrics_server = aiohttp.test_utils.TestServer(build_metrics_app(gateway.services.metrics))
-    await metrics_server.start_server()
-    try:
-        async with gateway.http.get(str(metrics_server.make_url("/metrics"))) as response:
-            scraped = await response.text()
-    finally:
-        await metrics_server.close()
+    scraped = await gateway.scrape_metrics()
     assert 'gateway_webhooks_total{outcome="accepted",platform="standard"} 1.0' in scraped
     assert 'outcome="bad_signature"' in scraped
     assert 'route="/v1/calls/{call_id}/recordings"' in scraped
