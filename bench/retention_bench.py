@@ -1,13 +1,16 @@
-"""Retention sweep: expired calls (each with two events and a recording: row, wrapped data
+"""Retention sweep: expired calls (each with two events; one in ten with a recording: row,
 key and blob file) deleted per second from a store of N calls of which 10% are expired,
 and the same sweep over a store holding only those expired 10%. The ratio of the two
 sweep times shows that the cost follows the expired items, not the 90% that stay.
 
-The stores are built with bulk INSERTs in large transactions (the rows are shaped like the
-gateway's: random UUIDs, sealed-size blobs, every index of the real schema); blob files
-exist for the expired recordings only (the sweep never touches the others). The sweep is
-the real one (`RetentionService.sweep`, default batch size, deletion receipts appended to
-the audit log, blob files unlinked).
+The stores are seeded as ingest seals calls (bench/erase_bench.py `seed_calls`): every
+call's parties and each event body under its own unit key in the key store, bulk INSERTs
+of the sealed rows, recordings through the recording service. So the sweep's figure
+includes what issue 11 added to each deletion batch: the ledger entry and the unit keys'
+deletion from the key store (segment rewrites), and the WAL truncation. The sweep is the
+real one (`RetentionService.sweep`, default batch size, deletion receipts appended to the
+audit log, blob files unlinked); afterwards a fresh gateway checks that the ledger names
+every deleted call and that the calls that stay still open.
 
     python -m bench retention                     # N = 100 000 (BENCH_RETENTION_CALLS)
     BENCH_RETENTION_CALLS=1000000 python -m bench retention
@@ -29,19 +32,14 @@ from gateway.config import Config
 from gateway.core.clock import ManualClock, isoformat
 from gateway.lifecycle.retention import get_retention
 from gateway.services import init_storage, open_services
-from gateway.store.files import FileBlobStore
 from gateway.tenants.accounts import create_tenant
 
-CALLS = int(os.environ.get("BENCH_RETENTION_CALLS", "100000"))
 # Ids as the gateway makes them: "uuid7" (time-ordered, RFC 9562 §5.7, gateway/ids.py), so
 # id-keyed indexes are clustered by time like the expiry indexes and deleting the oldest
 # calls dirties few pages. "uuid4" measures the random ids used before, for comparison.
 IDS = os.environ.get("BENCH_RETENTION_IDS", "uuid7")
 EXPIRED_SHARE = 0.10
 TARGET_CALLS_PER_S = 2000
-# Rows per INSERT transaction while building.
-_BUILD_TX = 50_000
-_BLOB = os.urandom(1024)
 
 
 def _uuid7(when: datetime) -> str:
@@ -79,60 +77,30 @@ async def make_tenant(config: Config, clock: ManualClock) -> tuple[str, str]:
     return tenant_id, integration_id
 
 
-def _build(config: Config, tenant_id: str, integration_id: str, n_keep: int, n_expired: int,
-           now: datetime) -> None:
-    """Bulk-insert n_keep recent and n_expired old calls with their children."""
-    conn = sqlite3.connect(config.database_path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -262144")
-    total = n_keep + n_expired
-    done = 0
-    while done < total:
-        size = min(_BUILD_TX, total - done)
-        calls, events, recordings, dek_rows, files = [], [], [], [], []
-        for i in range(done, done + size):
-            expired = i < n_expired
-            when = now - (timedelta(days=400, seconds=i) if expired
-                          else timedelta(days=5, seconds=i % 400_000))
-            t = isoformat(when)
-            call_id, rec_id = _new_id(when), _new_id(when)
-            calls.append((call_id, tenant_id, integration_id, "standard", f"pc-{i}",
-                          "completed", "inbound", t, t, 42, None, t, os.urandom(110),
-                          i % 65536, (i * 7) % 65536, t, t))
-            for _ in range(2):
-                events.append((_new_id(when), tenant_id, integration_id, call_id,
-                               os.urandom(32).hex(), "call", "completed", t, t,
-                               os.urandom(260)))
-            recordings.append((rec_id, tenant_id, call_id, "available", "upload",
-                               os.urandom(110), t, t))
-            dek_rows.append((rec_id, tenant_id, 1, os.urandom(66), t))
-            if expired:
-                files.append(rec_id)
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id,"
-            " status, direction, started_at, ended_at, duration_seconds, last_sequence,"
-            " sort_time, parties, from_index, to_index, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", calls)
-        conn.executemany(
-            "INSERT INTO call_events (id, tenant_id, integration_id, call_id, dedupe_key,"
-            " kind, status, received_at, occurred_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?)", events)
-        conn.executemany(
-            "INSERT INTO recordings (id, tenant_id, call_id, state, source, meta, created_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", recordings)
-        conn.executemany(
-            "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped, created_at)"
-            " VALUES (?, ?, ?, ?, ?)", dek_rows)
-        conn.execute("COMMIT")
-        for rec_id in files:
-            path = FileBlobStore(config.blob_dir)._path(tenant_id, rec_id)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(_BLOB)
-        done += size
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("ANALYZE")
-    conn.close()
+async def _build(config: Config, clock: ManualClock, tenant_id: str, integration_id: str,
+                 n_keep: int, n_expired: int) -> dict[str, Any]:
+    """Seed n_expired old calls (ids and times oldest first) and n_keep recent ones, sealed
+    as ingest seals them (bench/erase_bench.py `seed_calls`); one in RECORDING_EVERY of the
+    expired calls has a recording, stored through the recording service."""
+    from .erase_bench import RECORDING_EVERY, PlannedCall, seed_calls
+    now = clock.now()
+    plan = [PlannedCall(now - timedelta(days=400, seconds=n_expired - i), f"+1201{i:07d}",
+                        "+12025550100", recording=i % RECORDING_EVERY == 0)
+            for i in range(n_expired)]
+    plan += [PlannedCall(now - timedelta(days=5, seconds=(n_keep - i) % 400_000),
+                         f"+1201{(n_expired + i) % 10_000_000:07d}", "+12025550100")
+             for i in range(n_keep)]
+    services = await open_services(config, clock)
+    try:
+        seeded = await seed_calls(services, tenant_id, integration_id, plan)
+    finally:
+        await services.close()
+    if not config.storage.database_url:
+        conn = sqlite3.connect(config.database_path, isolation_level=None)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("ANALYZE")
+        conn.close()
+    return seeded
 
 
 async def _sweep(config: Config, clock: ManualClock) -> tuple[float, dict[str, int]]:
@@ -152,21 +120,42 @@ def _store(root: Path, n_keep: int, n_expired: int) -> tuple[float, dict[str, in
     config = _config(root)
     tenant_id, integration_id = asyncio.run(make_tenant(config, clock))
     started = time.perf_counter()
-    _build(config, tenant_id, integration_id, n_keep, n_expired, clock.now())
+    asyncio.run(_build(config, clock, tenant_id, integration_id, n_keep, n_expired))
     build = time.perf_counter() - started
     elapsed, totals = asyncio.run(_sweep(config, clock))
     assert totals["call_metadata"] == n_expired, totals
     assert not any((config.blob_dir / tenant_id).rglob("*-*")), "blob files left"
+    asyncio.run(check_keys_deleted(config, clock, tenant_id, n_expired))
     return elapsed, totals, build
 
 
+async def check_keys_deleted(config: Config, clock: ManualClock, tenant_id: str,
+                             n_expired: int) -> None:
+    """A fresh gateway after the sweep: the ledger names every deleted call, and the unit
+    keys of the calls that stay are still in the key store (shared with retention_pg)."""
+    services = await open_services(config, clock)
+    try:
+        units = services.keyring.units
+        ledger = await units.ledger(tenant_id)
+        kept = await services.db.fetchall(
+            "SELECT parties FROM calls WHERE tenant_id = ? ORDER BY sort_time DESC LIMIT 100",
+            (tenant_id,))
+        found = await units.load(tenant_id, [bytes(r["parties"]) for r in kept])
+    finally:
+        await services.close()
+    assert len({c for e in ledger for c in e.get("calls", [])}) == n_expired, \
+        "ledger does not name every deleted call"
+    assert len(found) == len(kept), "kept calls lost their unit keys"
+
+
 def run() -> dict[str, Any]:
-    n_expired = int(CALLS * EXPIRED_SHARE)
+    calls = int(os.environ.get("BENCH_RETENTION_CALLS", "100000"))
+    n_expired = int(calls * EXPIRED_SHARE)
     with tempfile.TemporaryDirectory(prefix="vgw-retention-bench-") as tmp:
-        full, totals, build_full = _store(Path(tmp) / "full", CALLS - n_expired, n_expired)
+        full, totals, build_full = _store(Path(tmp) / "full", calls - n_expired, n_expired)
     with tempfile.TemporaryDirectory(prefix="vgw-retention-bench-") as tmp:
         small, _, build_small = _store(Path(tmp) / "small", 0, n_expired)
-    return {"calls_stored": CALLS, "calls_expired": n_expired, "ids": IDS,
+    return {"calls_stored": calls, "calls_expired": n_expired, "ids": IDS,
             "events_deleted": totals["call_events"], "recordings_deleted": totals["recordings"],
             "sweep_s": full, "sweep_expired_only_s": small,
             "calls_per_s": n_expired / full, "expired_only_calls_per_s": n_expired / small,

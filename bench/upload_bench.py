@@ -8,10 +8,18 @@
   the gateway sends them), in the same run; target >= 0.7 each way and the gateway's peak
   RSS growth over both < 64 MiB.
 
+- `upload_keys` (issue 11): recordings stored per second with each recording's key in
+  the key store (a unit key, one key-store write per batch of concurrent uploads) vs the
+  design before (a wrapped DEK in the database's `blob_keys`), in one process, same run,
+  alternating rounds, medians; SQLite + files, or PostgreSQL + SeaweedFS with
+  BENCH_KEYS_BACKEND=s3. Small recordings (BENCH_KEYS_KIB, 64 KiB) so the per-recording
+  key cost shows; target >= 0.8.
+
 Both sides stream the same 256 KiB random block repeated from this process; downloads are
 read in 256 KiB chunks and their length checked.
 
     python -m bench upload_s3             # BENCH_UPLOAD_MB=1024
+    python -m bench upload_keys           # BENCH_KEYS_N=400 BENCH_KEYS_KIB=64
 """
 
 from __future__ import annotations
@@ -197,6 +205,111 @@ def target_s3(result: dict[str, float]) -> tuple[str, bool]:
     return ("upload and download ratio >= 0.7, peak RSS growth < 64 MiB",
             result["upload_ratio"] >= 0.7 and result["download_ratio"] >= 0.7
             and result["peak_growth_mib"] < 64)
+
+
+# -- per-recording keys vs blob_keys (issue 11) ---------------------------------------------
+KEYS_N = int(os.environ.get("BENCH_KEYS_N", "400"))
+KEYS_SIZE = int(os.environ.get("BENCH_KEYS_KIB", "64")) * 1024
+KEYS_CONCURRENCY = 16
+KEYS_ROUNDS = 5
+
+
+class _KeyRingBefore:
+    """The key ring as the recording service saw it before per-recording keys: no unit
+    keys, so each recording's DEK is wrapped into `blob_keys` (the same code path a
+    deployment without a key store takes)."""
+
+    units = None
+
+    def __init__(self, keyring: Any) -> None:
+        self._keyring = keyring
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._keyring, name)
+
+
+async def _store_many(service: Any, tenant_id: str, call_id: str, data: bytes) -> float:
+    gate = asyncio.Semaphore(KEYS_CONCURRENCY)
+
+    async def one() -> None:
+        async def chunks():
+            yield data
+
+        async with gate:
+            await service.store_stream(tenant_id, call_id, "audio/wav", chunks())
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(KEYS_N)))
+    return KEYS_N / (time.perf_counter() - started)
+
+
+async def _keys_rounds(config: Any) -> dict[str, float]:
+    from gateway.calls.recordings import RecordingService
+    from gateway.core.clock import SystemClock, isoformat
+    from gateway.services import init_storage, open_services
+    from gateway.tenants.accounts import create_tenant
+
+    init_storage(config)
+    clock = SystemClock()
+    services = await open_services(config, clock)
+    try:
+        tenant_id, _ = await create_tenant(services.db, services.keyring, clock, "bench")
+        call_id, now = str(uuid.uuid4()), isoformat(clock.now())
+        await services.db.write(lambda tx: tx.execute(
+            "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id,"
+            " status, sort_time, created_at, updated_at) VALUES (?, ?, ?, 'standard', 'pc',"
+            " 'completed', ?, ?, ?)", (call_id, tenant_id, str(uuid.uuid4()), now, now, now)))
+        after = services.recordings
+        before = RecordingService(services.db, _KeyRingBefore(services.keyring),
+                                  services.blobs, clock, services.metrics)
+        data = os.urandom(KEYS_SIZE)
+        await _store_many(after, tenant_id, call_id, data)       # warm-up, both paths
+        await _store_many(before, tenant_id, call_id, data)
+        rates: dict[str, list[float]] = {"before": [], "after": []}
+        for i in range(KEYS_ROUNDS):
+            order = ("before", "after") if i % 2 == 0 else ("after", "before")
+            for name in order:
+                rates[name].append(await _store_many(after if name == "after" else before,
+                                                     tenant_id, call_id, data))
+    finally:
+        await services.close()
+    median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    return {"recording_kib": KEYS_SIZE / 1024, "recordings_per_round": KEYS_N,
+            "blob_keys_per_s": median["before"], "unit_keys_per_s": median["after"],
+            "ratio": median["after"] / median["before"]}
+
+
+def run_keys() -> dict[str, float]:
+    import tempfile
+    from pathlib import Path
+
+    from gateway.config import Config
+    with tempfile.TemporaryDirectory(prefix="vgw-upload-keys-") as tmp:
+        config = Config()
+        config.storage.data_dir = str(Path(tmp))
+        config.logging.level = "WARNING"
+        if os.environ.get("BENCH_KEYS_BACKEND") != "s3":
+            return asyncio.run(_keys_rounds(config))
+        with scale_out_stack() as stack:
+            config.storage.database_url = stack.postgres.url
+            config.storage.blob_url = f"s3://{stack.s3.buckets[0]}/keys"
+            config.storage.key_store_url = f"s3://{stack.s3.buckets[1]}/keys"
+            config.storage.s3.endpoint_url = stack.s3.endpoint_url
+            config.storage.s3.region = stack.s3.region
+            saved = {k: os.environ.get(k) for k in stack.env}
+            os.environ.update(stack.env)    # the gateway reads S3 credentials from there
+            try:
+                return {**asyncio.run(_keys_rounds(config)), "backend": "postgresql+s3"}
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+
+
+def target_keys(result: dict[str, float]) -> tuple[str, bool]:
+    return ("per-recording keys / blob_keys >= 0.8", result["ratio"] >= 0.8)
 
 
 if __name__ == "__main__":

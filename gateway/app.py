@@ -1,9 +1,15 @@
 """The app factory: one route table per area, one middleware, and cleanup contexts for
-everything with a lifetime (database, background jobs, metrics listener)."""
+everything with a lifetime (database, background jobs, metrics listener).
+
+`gateway serve` runs on uvloop where it is installed (a dependency; issue 12 measured the
+stock asyncio loop's own overhead and socket I/O as a large share of each webhook) and on
+the stock asyncio loop otherwise; the "serving" log line names the loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -15,7 +21,7 @@ from gateway.core.metrics import Metrics
 from gateway.services import GatewayServices, open_services
 from gateway.web.common import SERVICES
 from gateway.web.console.routes import setup_console
-from gateway.web.middleware import problems_and_metrics
+from gateway.web.middleware import ACCESS_LOG, access_log, problems_and_metrics
 from gateway.web.server import GuardedTCPSite, ServerLimits, refused_counter
 
 log = logging.getLogger("gateway.app")
@@ -32,6 +38,7 @@ def build_app(config: Config, clock: Clock | None = None,
     # with a plain-text 400 before our problem+json middleware sees it.
     app = web.Application(middlewares=[problems_and_metrics], client_max_size=CLIENT_MAX_SIZE,
                           handler_args={"auto_decompress": False})
+    app[ACCESS_LOG] = access_log(config.logging.access_log_sample)
     areas = features.modules()
     for area in areas:
         if hasattr(area, "routes"):
@@ -48,6 +55,7 @@ def build_app(config: Config, clock: Clock | None = None,
         svc.metrics.up.set(1)
         yield
         svc.metrics.up.set(0)
+        app[ACCESS_LOG].flush()
         if services is None:
             await svc.close()
 
@@ -65,10 +73,23 @@ def build_metrics_app(metrics: Metrics) -> web.Application:
     return app
 
 
+def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop], str]:
+    """The loop `gateway serve` runs on, and its name for the log: uvloop where it is
+    installed (it is a dependency, but has no build for some platforms), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop, "asyncio"
+    return uvloop.new_event_loop, "uvloop"
+
+
+def running_loop_name() -> str:
+    module = type(asyncio.get_running_loop()).__module__
+    return "uvloop" if module.startswith("uvloop") else "asyncio"
+
+
 async def serve(config: Config, clock: Clock | None = None) -> None:
     """Run the API listener and the metrics listener until cancelled."""
-    import asyncio
-
     services = await open_services(config, clock)
     app = build_app(config, clock, services)
     limits = ServerLimits.from_config(config.server)
@@ -83,7 +104,7 @@ async def serve(config: Config, clock: Clock | None = None) -> None:
     await GuardedTCPSite(runner, host, port, limits,
                          refused_counter(services.metrics.registry)).start()
     await web.TCPSite(metrics_runner, mhost, mport).start()
-    log.info("serving", extra={"route": f"{host}:{port}"})
+    log.info("serving", extra={"route": f"{host}:{port}", "loop": running_loop_name()})
     try:
         await asyncio.Event().wait()
     finally:

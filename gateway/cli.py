@@ -160,6 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.logging.level)
     try:
+        if args.run is cmd_serve:
+            from gateway.app import event_loop_factory
+            with asyncio.Runner(loop_factory=event_loop_factory()[0]) as runner:
+                return runner.run(args.run(args, config))
         return asyncio.run(args.run(args, config))
     except (ConfigError, NotInitialised) as exc:
         print(f"gateway: {exc}", file=sys.stderr)

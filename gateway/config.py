@@ -88,9 +88,15 @@ class LimitsConfig:
 
 @dataclass
 class PrivacyConfig:
-    # Bits of the blind index kept per phone number. 16 bits means many numbers share a
-    # value, so the index does not reveal who called whom; lookups decrypt and compare.
+    # Bits of the blind index a NEW tenant starts with (stored with the tenant; changing
+    # this never changes an existing tenant's). Few bits means many numbers share a value,
+    # so the index does not reveal who called whom; lookups decrypt and compare. The
+    # planner then sets each tenant's width from its size (gateway/lifecycle/blind_index.py).
     blind_index_bits: int = 16
+    # How often the blind-index planner checks every tenant's width against its size and
+    # starts a reindex when it is out of range; 0 turns the planner off (reindexes started
+    # by a blind-index key rotation still run).
+    blind_index_check_seconds: float = 3600.0
     # Region assumed for numbers written without a country code (ISO 3166 alpha-2), or ""
     # to require a +country prefix.
     default_region: str = ""
@@ -99,6 +105,8 @@ class PrivacyConfig:
 @dataclass
 class LoggingConfig:
     level: str = "INFO"
+    # Share of requests written to the access log (1 = all, 0 = none; a 5xx always is).
+    access_log_sample: float = 1.0
 
 
 # Long enough for "EU standard contractual clauses (2021/914), module 3"; short enough to
@@ -286,6 +294,10 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
         config.storage.data_dir = str(base_dir / config.storage.data_dir)
     if not 1 <= config.privacy.blind_index_bits <= 32:
         raise ConfigError("privacy.blind_index_bits must be between 1 and 32")
+    if config.privacy.blind_index_check_seconds < 0:
+        raise ConfigError("privacy.blind_index_check_seconds must be 0 (off) or more")
+    if not 0 <= config.logging.access_log_sample <= 1:
+        raise ConfigError("logging.access_log_sample must be between 0 and 1")
     _check_storage(config)
     return config
 

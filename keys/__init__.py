@@ -16,6 +16,7 @@ from ._tenant import (
     TenantKeys,
     UnitSealed,
     WrappedKey,
+    new_bik_version,
     new_kek_version,
     new_tenant_keys,
     open_tenant_keys,
@@ -25,11 +26,15 @@ from ._tenant import (
 )
 from ._tenant_root import TenantRootKey, TenantRootKeySwitch
 from ._unit import (
+    BLOB_KEY_REF_LEN,
     MAX_SEGMENT_ENTRIES,
     UnitKey,
+    adopt_wrapped_dek,
     decode_segment,
     encode_segment,
+    new_unit_blob,
     new_unit_key,
+    open_unit_blob,
     unit_ref,
 )
 
@@ -48,10 +53,15 @@ __all__ = [
     "encode_segment",
     "decode_segment",
     "unit_ref",
+    "new_unit_blob",
+    "open_unit_blob",
+    "adopt_wrapped_dek",
+    "BLOB_KEY_REF_LEN",
     "WrappedKey",
     "TenantKeys",
     "new_tenant_keys",
     "new_kek_version",
+    "new_bik_version",
     "open_tenant_keys",
     "sealed_version",
     "BlobWriter",

@@ -14,6 +14,11 @@ no key serves two purposes:
     records subkey  = HKDF(KEK, info = "vgw/v1/records")   -> per-record keys (_record.py)
     dek-wrap subkey = HKDF(KEK, info = "vgw/v1/dek-wrap")  -> AES-256-GCM over DEKs (_dek.py)
 
+Blind-index keys are versioned like KEKs (BIK 1 is created with the tenant; a rotation adds
+BIK n+1). A ring indexes under one or more (BIK version, bits) pairs: the first is the one
+new rows are indexed under, the others are still matched while a reindex moves rows from
+them (docs/crypto-formats.md "Blind index").
+
 Tenant root key rotation rewraps (``rewrap_tenant_keys``, ``rewrap_unit_segment``): every
 stored key the old wrapping key wraps directly is unwrapped and wrapped again under the
 new one inside this package; the keys themselves never change and never leave it, so no
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -47,6 +52,7 @@ __all__ = [
     "TenantKeys",
     "new_tenant_keys",
     "new_kek_version",
+    "new_bik_version",
     "open_tenant_keys",
     "sealed_version",
     "UnitSealed",
@@ -63,7 +69,8 @@ _KINDS = (KIND_KEK, KIND_BIK)
 _KEY_LEN = 32
 # Versions are uint32 in every format that carries one.
 MAX_KEK_VERSION = 2**32 - 1
-_BIK_VERSION = 1
+# The BIK a new tenant gets.
+_FIRST_BIK_VERSION = 1
 
 _RECORDS_LABEL = b"vgw/v1/records"
 _DEK_WRAP_LABEL = b"vgw/v1/dek-wrap"
@@ -74,15 +81,13 @@ class WrappedKey:
     """One row of the gateway's tenant key table; opaque outside keys/."""
 
     kind: str  # "kek" or "bik"
-    version: int  # KEK version 1, 2, ...; the BIK is version 1
+    version: int  # KEK version 1, 2, ...; BIK version 1, 2, ...
     wrapped: bytes  # root-wrapped key; its AAD binds tenant id, kind and version
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise ValueError(f"kind must be 'kek' or 'bik', got {self.kind!r}")
         check_int(self.version, "version", 1, MAX_KEK_VERSION)
-        if self.kind == KIND_BIK and self.version != _BIK_VERSION:
-            raise ValueError(f"version of a 'bik' key must be {_BIK_VERSION}, got {self.version}")
         if not isinstance(self.wrapped, bytes):
             raise TypeError(f"wrapped must be bytes, not {type(self.wrapped).__name__}")
 
@@ -111,7 +116,7 @@ def new_tenant_keys(root: RootKeyProvider, tenant_id: uuid.UUID) -> list[Wrapped
     check_uuid(tenant_id, "tenant_id")
     return [
         _new_wrapped(root, tenant_id, KIND_KEK, 1),
-        _new_wrapped(root, tenant_id, KIND_BIK, _BIK_VERSION),
+        _new_wrapped(root, tenant_id, KIND_BIK, _FIRST_BIK_VERSION),
     ]
 
 
@@ -124,20 +129,33 @@ def new_kek_version(root: RootKeyProvider, tenant_id: uuid.UUID, version: int) -
     return _new_wrapped(root, tenant_id, KIND_KEK, version)
 
 
+def new_bik_version(root: RootKeyProvider, tenant_id: uuid.UUID, version: int) -> WrappedKey:
+    """A new blind-index key version (blind-index key rotation); the gateway indexes under
+    it once its reindex starts and destroys the old version when the reindex completes."""
+    _check_root(root)
+    check_uuid(tenant_id, "tenant_id")
+    check_int(version, "version", 1, MAX_KEK_VERSION)
+    return _new_wrapped(root, tenant_id, KIND_BIK, version)
+
+
 def open_tenant_keys(
     root: RootKeyProvider,
     tenant_id: uuid.UUID,
     wrapped: Iterable[WrappedKey],
     *,
     blind_index_bits: int = 16,
+    blind_indexes: Sequence[tuple[int, int]] | None = None,
     units: Mapping[tuple[uuid.UUID, uuid.UUID], _unit.UnitKey] | None = None,
 ) -> TenantKeys:
     """Unwrap a tenant's key rows into a TenantKeys.
 
+    `blind_indexes` is the (BIK version, bits) pairs the ring indexes under: the first for
+    new rows (`blind_index`), all of them for matching (`blind_indexes`); without it, the
+    lowest BIK version present at `blind_index_bits`.
     `units` (anything with `.get((segment id, entry id))`) is where format-2 records find
     their unit keys when `open_record` is given none: the gateway passes its key-store
-    cache. Needs at least one KEK version and exactly one BIK (ValueError otherwise); raises
-    DecryptionError if any row fails to unwrap (tampered, or another tenant's row).
+    cache. Needs at least one KEK version and the BIK of every pair (ValueError otherwise);
+    raises DecryptionError if any row fails to unwrap (tampered, or another tenant's row).
     """
     _check_root(root)
     check_uuid(tenant_id, "tenant_id")
@@ -154,11 +172,24 @@ def open_tenant_keys(
         seen.add((row.kind, row.version))
     if not any(kind == KIND_KEK for kind, _ in seen):
         raise ValueError("wrapped must contain at least one 'kek' key")
-    if (KIND_BIK, _BIK_VERSION) not in seen:
-        raise ValueError("wrapped must contain the 'bik' key")
+    bik_versions = sorted(v for kind, v in seen if kind == KIND_BIK)
+    if not bik_versions:
+        raise ValueError("wrapped must contain a 'bik' key")
+    if blind_indexes is None:
+        pairs = [(bik_versions[0], blind_index_bits)]
+    else:
+        pairs = []
+        for version, bits in blind_indexes:
+            check_int(bits, "bits", _blind.MIN_BITS, _blind.MAX_BITS)
+            if version not in bik_versions:
+                raise ValueError(f"wrapped must contain 'bik' version {version}")
+            if (version, bits) not in pairs:
+                pairs.append((version, bits))
+        if not pairs:
+            raise ValueError("blind_indexes must name at least one (version, bits) pair")
 
     keks: dict[int, _Kek] = {}
-    bik = b""
+    biks: dict[int, bytes] = {}
     for row in rows:
         key = root.unwrap(row.wrapped, _aad(tenant_id, row.kind, row.version))
         if len(key) != _KEY_LEN:
@@ -166,8 +197,9 @@ def open_tenant_keys(
         if row.kind == KIND_KEK:
             keks[row.version] = _Kek(key)
         else:
-            bik = key
-    return TenantKeys._create(tenant_id, keks, bik, blind_index_bits, units)
+            biks[row.version] = key
+    indexers = tuple((v, bits, biks[v]) for v, bits in pairs)
+    return TenantKeys._create(tenant_id, keks, indexers, units)
 
 
 class UnitSealed(ValueError):
@@ -212,14 +244,15 @@ class TenantKeys:
     still present. No attribute or method returns a raw key.
     """
 
-    __slots__ = ("_tenant_id", "_tenant", "_keks", "_primary", "_versions", "_bik", "_bits",
+    __slots__ = ("_tenant_id", "_tenant", "_keks", "_primary", "_versions", "_indexers",
                  "_units")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use keys.open_tenant_keys(root, tenant_id, wrapped) to create TenantKeys")
 
     @classmethod
-    def _create(cls, tenant_id: uuid.UUID, keks: dict[int, _Kek], bik: bytes, bits: int,
+    def _create(cls, tenant_id: uuid.UUID, keks: dict[int, _Kek],
+                indexers: tuple[tuple[int, int, bytes], ...],
                 units: Mapping[tuple[uuid.UUID, uuid.UUID], _unit.UnitKey] | None = None
                 ) -> TenantKeys:
         self = object.__new__(cls)
@@ -229,8 +262,8 @@ class TenantKeys:
         self._keks = keks
         self._versions = tuple(sorted(keks))
         self._primary = self._versions[-1]
-        self._bik = bik
-        self._bits = bits
+        # (BIK version, bits, BIK): the first indexes new rows, all are matched.
+        self._indexers = indexers
         return self
 
     def __repr__(self) -> str:
@@ -252,7 +285,13 @@ class TenantKeys:
 
     @property
     def blind_index_bits(self) -> int:
-        return self._bits
+        """Width of the index new rows get."""
+        return self._indexers[0][1]
+
+    @property
+    def blind_index_versions(self) -> tuple[tuple[int, int], ...]:
+        """(BIK version, bits) pairs in use: new rows first, then those still matched."""
+        return tuple((v, bits) for v, bits, _ in self._indexers)
 
     def _kek(self, version: int) -> _Kek:
         kek = self._keks.get(version)
@@ -315,7 +354,20 @@ class TenantKeys:
         since differently written forms of one number index differently.
         """
         party = check_str(e164, "e164", _blind.MAX_PARTY_BYTES)
-        return _blind.blind_index(self._bik, party, self._bits)
+        _, bits, bik = self._indexers[0]
+        return _blind.blind_index(bik, party, bits)
+
+    def blind_indexes(self, e164: str) -> tuple[int, ...]:
+        """The party's index under every (BIK version, bits) pair in use, the one new rows
+        get first, without repeats: a lookup matches rows under any of them, so a reindex
+        under way never makes it miss."""
+        party = check_str(e164, "e164", _blind.MAX_PARTY_BYTES)
+        out: list[int] = []
+        for _, bits, bik in self._indexers:
+            index = _blind.blind_index(bik, party, bits)
+            if index not in out:
+                out.append(index)
+        return tuple(out)
 
     # -- blobs -----------------------------------------------------------------
 

@@ -138,6 +138,31 @@ class TenantRootKey:
         return cls._from_key(key, "<key store>")
 
     @staticmethod
+    def rewrap_stored(data: bytes, old: RootKeyProvider, new: RootKeyProvider,
+                      tenant_id: uuid.UUID) -> bytes | None:
+        """Stored bytes (`generate`'s layout) with the same tenant root key wrapped under
+        the root key `new` instead of `old` (a root key rotation), or None if they already
+        open under `new`. ValueError if they are not a tenant root key; DecryptionError if
+        they open under neither."""
+        _check_root(old)
+        _check_root(new)
+        check_uuid(tenant_id, "tenant_id")
+        header = _FILE_MAGIC + bytes([_FILE_VERSION])
+        if not (len(header) < len(data) <= len(header) + MAX_WRAPPED_LEN
+                and data.startswith(header)):
+            raise ValueError("not a tenant root key")
+        wrapped = bytes(data[len(header):])
+        try:
+            new.unwrap(wrapped, _binding(tenant_id))
+            return None
+        except DecryptionError:
+            pass
+        key = old.unwrap(wrapped, _binding(tenant_id))
+        if len(key) != _KEY_LEN:
+            raise DecryptionError()
+        return header + new.wrap(key, _binding(tenant_id))
+
+    @staticmethod
     def destroy(path: str | os.PathLike[str]) -> bool:
         """Crypto-shred: overwrite the file, fsync, unlink it and fsync its directory.
         Returns False if there was no file. Overwriting is best effort (SSDs and

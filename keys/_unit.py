@@ -25,6 +25,18 @@ Record format 2 (keys/_record.py has format 1)::
 
 A format-2 record does not depend on any KEK version: KEK rotation leaves it as it is, and
 the tenant wrapping key (tenant root key) protects the segments instead.
+
+A recording's unit key is its blob's data key (DEK) itself; the database keeps only the
+blob key reference (not secret: it says where the key lives and the blob's geometry)::
+
+    0x02 | segment id (16) | entry id (16) | log2 segment size (1)          (34 bytes)
+
+The same unit key also seals the recording's metadata as a format-2 record. The two uses
+stay apart by HKDF: the blob derives HKDF-Extract(blob salt, key) then expands with
+"vgw/v1/blob-..." labels, a record HKDF(key, record salt, info starting 0x02); no info
+string of one is an info string of the other. A recording stored before (a wrapped DEK in
+the database's `blob_keys`) moves into a segment with its DEK as the unit key
+(`adopt_wrapped_dek`), so its blob needs no re-encryption.
 """
 
 from __future__ import annotations
@@ -37,12 +49,21 @@ from collections.abc import Iterable, Mapping
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ._blob import (
+    DEFAULT_SEGMENT_SIZE_LOG2,
+    MAX_SEGMENT_SIZE_LOG2,
+    MIN_SEGMENT_SIZE_LOG2,
+    BlobReader,
+    BlobWriter,
+)
+from ._checks import check_int, check_uuid
 from ._errors import DecryptionError
 from ._hkdf import derive32
 from ._root import RootKeyProvider
 
 __all__ = ["UnitKey", "new_unit_key", "encode_segment", "decode_segment", "unit_ref",
-           "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES"]
+           "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES",
+           "new_unit_blob", "open_unit_blob", "adopt_wrapped_dek", "BLOB_KEY_REF_LEN"]
 
 RECORD_FORMAT = 2
 _MAGIC = b"VGWK"
@@ -54,6 +75,9 @@ _SALT_LEN = 16
 _TAG_LEN = 16
 _ENTRY_LEN = _ID_LEN + _KEY_LEN
 _RECORD_HEADER = 1 + 2 * _ID_LEN + _SALT_LEN + _NONCE_LEN
+BLOB_KEY_REF_LEN = 1 + 2 * _ID_LEN + 1
+# The blob header's "KEK version at creation" field for a blob under a unit key (no KEK).
+_NO_KEK_VERSION = 0
 # 48 bytes an entry: 16384 entries keep a segment near 768 KiB, under the key store's
 # 1 MiB object bound (gateway/store/keystore.MAX_OBJECT_BYTES).
 MAX_SEGMENT_ENTRIES = 16384
@@ -139,8 +163,10 @@ def decode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: 
 
 
 def unit_ref(sealed: bytes) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """(segment id, entry id) of a format-2 record; None for any other format."""
-    if len(sealed) < _RECORD_HEADER + _TAG_LEN or sealed[0] != RECORD_FORMAT:
+    """(segment id, entry id) of a format-2 record or of a blob key reference; None for
+    any other format."""
+    if sealed[:1] != bytes([RECORD_FORMAT]) or (
+            len(sealed) != BLOB_KEY_REF_LEN and len(sealed) < _RECORD_HEADER + _TAG_LEN):
         return None
     return (uuid.UUID(bytes=bytes(sealed[1:1 + _ID_LEN])),
             uuid.UUID(bytes=bytes(sealed[1 + _ID_LEN:1 + 2 * _ID_LEN])))
@@ -176,3 +202,51 @@ def open_with_unit(units: Mapping[tuple[uuid.UUID, uuid.UUID], UnitKey] | None,
                                    sealed[_RECORD_HEADER:], info)
     except InvalidTag:
         raise DecryptionError() from None
+
+
+# -- blobs under a unit key (recordings) -------------------------------------------------------
+def _blob_key_ref(unit: UnitKey, segment_size_log2: int) -> bytes:
+    return (bytes([RECORD_FORMAT]) + unit.segment_id.bytes + unit.entry_id.bytes
+            + bytes([segment_size_log2]))
+
+
+def new_unit_blob(unit: UnitKey, tenant_id: uuid.UUID, object_id: uuid.UUID, *,
+                  segment_size_log2: int = DEFAULT_SEGMENT_SIZE_LOG2) -> tuple[BlobWriter, bytes]:
+    """A writer for a new blob whose data key is `unit`'s key, and the blob key reference
+    to store with the blob's row (not secret; the key stays in the key store)."""
+    if not isinstance(unit, UnitKey):
+        raise TypeError(f"unit must be a UnitKey, not {type(unit).__name__}")
+    check_uuid(tenant_id, "tenant_id")
+    check_uuid(object_id, "object_id")
+    check_int(segment_size_log2, "segment_size_log2", MIN_SEGMENT_SIZE_LOG2, MAX_SEGMENT_SIZE_LOG2)
+    writer = BlobWriter._create(unit._key, tenant_id.bytes, object_id.bytes, _NO_KEK_VERSION,
+                                segment_size_log2)
+    return writer, _blob_key_ref(unit, segment_size_log2)
+
+
+def open_unit_blob(units: Mapping[tuple[uuid.UUID, uuid.UUID], UnitKey] | None,
+                   tenant_id: uuid.UUID, object_id: uuid.UUID, key_ref: bytes) -> BlobReader:
+    """A reader for a blob under a unit key; DecryptionError if the key is not in `units`
+    (erased) or the reference is malformed. A blob under another key, object or tenant
+    fails when the reader checks the header's commitment and ids."""
+    check_uuid(tenant_id, "tenant_id")
+    check_uuid(object_id, "object_id")
+    key_ref = bytes(key_ref)
+    ref = unit_ref(key_ref) if len(key_ref) == BLOB_KEY_REF_LEN else None
+    unit = units.get(ref) if units is not None and ref is not None else None
+    log2 = key_ref[-1]
+    if unit is None or not MIN_SEGMENT_SIZE_LOG2 <= log2 <= MAX_SEGMENT_SIZE_LOG2:
+        raise DecryptionError()
+    return BlobReader._create(unit._key, tenant_id.bytes, object_id.bytes, log2)
+
+
+def adopt_wrapped_dek(ring: object, segment_id: uuid.UUID, object_id: uuid.UUID,
+                      wrapped_dek: bytes) -> tuple[UnitKey, bytes]:
+    """Moving a recording stored before unit keys into the key store: a unit key (entry of
+    `segment_id`) whose key is the DEK `wrapped_dek` wraps under the tenant's ring
+    (keys.TenantKeys), and the blob key reference for it. The blob stays as it is.
+    DecryptionError if the DEK does not open (wrong object, destroyed KEK version)."""
+    check_uuid(segment_id, "segment_id")
+    _, dek, _, segment_size_log2 = ring._unwrap_dek(object_id, wrapped_dek)  # type: ignore[attr-defined]
+    unit = UnitKey._create(segment_id, uuid.uuid4(), dek)
+    return unit, _blob_key_ref(unit, segment_size_log2)

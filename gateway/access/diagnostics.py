@@ -8,8 +8,10 @@ schema generated from `VIEW`). What the view never carries: phone numbers in the
 (recording stats are scalars only).
 
 Sources: `calls` (technical columns), `call_events` (status, times, and the decrypted event
-body's `diagnostics` codes only), `recordings` (state, `stats` JSON), `blob_keys` and the
-sealed parties (key versions via `keys.sealed_version`), the recording fetch queue
+body's `diagnostics` codes only), `recordings` (state, `stats` JSON), `blob_keys` (the KEK
+version of a recording stored before per-recording keys; null for a recording under its
+own key in the key store) and the sealed parties (key versions via
+`keys.sealed_version`), the recording fetch queue
 (delivery attempts and outcomes) and, if the retention feature published one, the call's
 retention state.
 """

@@ -117,8 +117,8 @@ class Transfers:
         low, high = 0, size
         while low < high:
             mid = (low + high) // 2
-            entry = decode_entry((await audit.entries(tenant_id, mid, mid + 1))[0])
-            if entry["time"] < since:
+            data = (await audit.entries(tenant_id, mid, mid + 1))[0]
+            if not data or decode_entry(data)["time"] < since:  # empty: expired, older
                 low = mid + 1
             else:
                 high = mid
@@ -126,6 +126,8 @@ class Transfers:
 
 
 def _item(index: int, data: bytes) -> dict[str, Any] | None:
+    if not data:  # expired by audit retention (gateway/transparency/retention.py)
+        return None
     entry = decode_entry(data)
     details = entry.get("details") or {}
     transfer = details.get("transfer")

@@ -1,8 +1,20 @@
 """Recordings: audio in, encrypted blob out, and back again for the tenant.
 
+Keys: each recording has its own unit key in the key store (gateway/lifecycle/unit_keys.py),
+which is its blob's data key and seals its metadata; the row keeps only the key's
+reference (`key_ref`, not secret). Deleting the recording deletes the key from the key
+store (ledger entry first), so no database or blob backup can open it afterwards.
+Recordings stored before unit keys have a wrapped data key in `blob_keys` instead; they
+keep opening through it until `migrate_recording_keys` (run at start, resumable) has
+moved each such key into a segment and deleted its row.
+
 Write path (upload, platform fetch, live stream all use `RecordingWriter`):
-  1. one durable commit inserts the row (state 'writing', with a lease) and the wrapped
-     data key, so no blob can ever exist that the database does not know about;
+  1. one durable commit inserts the row (state 'writing', with a lease) and the
+     reference of the recording's new unit key, so no blob can ever exist that the
+     database does not know about; the key's key-store write (batched with other new keys)
+     runs meanwhile and is awaited before the blob is committed or checkpointed, so a
+     readable blob never outlives its key's write (a crash before leaves a row whose key
+     is missing: recovery deletes it like any unfinished upload);
   2. plaintext is encrypted segment by segment (keys.BlobWriter, constant memory) into a
      temp file; nothing plaintext touches the disk;
   3. the temp file is fsync'd and renamed into place, then one commit flips the row to
@@ -19,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import itertools
 import json
 import logging
@@ -35,6 +48,7 @@ from gateway.core.clock import Clock, isoformat
 from gateway.core.jobs import PeriodicJob
 from gateway.core.metrics import Metrics
 from gateway.errors import DomainError, insufficient_storage, not_found
+from gateway.lifecycle.unit_keys import truncate_wal
 from gateway.store import BlobStore, Database, StoreUnavailable, WriteTx, sealed
 from gateway.store.ids import new_id
 from gateway.tenants.keyring import KeyRing
@@ -50,6 +64,8 @@ sealed.register(sealed.SealedColumn("recordings", "meta", META_RECORD, keyset=("
 LEASE_RENEW_SECONDS = 30.0
 LEASE_SECONDS = 300.0
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
+# Legacy data keys moved into the key store per segment write (one segment each).
+MIGRATE_BATCH = 500
 
 
 def technical_stats(raw: str | bytes | None) -> dict[str, Any] | None:
@@ -89,9 +105,11 @@ class RecordingWriter:
     """Streams one recording into the encrypted blob store. Use `finish()` or `abort()`."""
 
     def __init__(self, service: RecordingService, tenant_id: str, call_id: str,
-                 recording_id: str, blob_writer: keys.BlobWriter, sink: Any, source: str
-                 ) -> None:
+                 recording_id: str, blob_writer: keys.BlobWriter, sink: Any, source: str,
+                 unit: keys.UnitKey | None = None, key_durable: Any = None) -> None:
         self.service = service
+        self.unit = unit      # the recording's unit key (None: a key store-less setup)
+        self._key_durable = key_durable   # awaitable: the unit key is in the key store
         self.tenant_id = tenant_id
         self.call_id = call_id
         self.id = recording_id
@@ -122,7 +140,19 @@ class RecordingWriter:
         writer holds back is not included."""
         if self.closed:
             raise RuntimeError("recording writer is closed")
+        await self._await_key()
         return await self._sink.sync()
+
+    async def _await_key(self) -> None:
+        if self._key_durable is not None:
+            await self._key_durable
+            self._key_durable = None
+
+    async def _settle_key(self) -> None:
+        """Before deleting the key of an aborted recording: its write has ended (or failed),
+        so the deletion cannot run ahead of the write and leave the key behind."""
+        with contextlib.suppress(Exception):
+            await self._await_key()
 
     async def finish(self, content_type: str | None, *, state: str = "available",
                      stats: dict[str, Any] | None = None,
@@ -132,9 +162,11 @@ class RecordingWriter:
         self.closed = True
         try:
             await self._sink.write(self._blob.finalize())
+            await self._await_key()
             await self._sink.commit()
         except BaseException:
             await self._sink.abort()
+            await self._settle_key()
             await self.service.forget_unfinished(self.tenant_id, self.id)
             raise
         meta = {"content_type": content_type or DEFAULT_CONTENT_TYPE,
@@ -149,6 +181,7 @@ class RecordingWriter:
             return
         self.closed = True
         await self._sink.abort()
+        await self._settle_key()
         await self.service.forget_unfinished(self.tenant_id, self.id)
 
 
@@ -181,18 +214,31 @@ class RecordingService:
     async def begin(self, tenant_id: str, call_id: str, source: str) -> RecordingWriter:
         ring = await self.keyring.for_tenant(tenant_id)
         recording_id = new_id()
-        blob_writer, wrapped_dek = ring.new_blob(uuid.UUID(recording_id))
+        units = self.keyring.units
+        unit_key: keys.UnitKey | None = None
+        wrapped_dek = key_ref = None
+        key_durable: Any = None
+        if units is not None:
+            # The key's segment write runs while the row commits; it is awaited before the
+            # blob is committed or checkpointed (see the write path above).
+            (unit_key,), key_durable = await units.reserve_keys(tenant_id, 1)
+            blob_writer, key_ref = keys.new_unit_blob(unit_key, uuid.UUID(tenant_id),
+                                                      uuid.UUID(recording_id))
+        else:
+            blob_writer, wrapped_dek = ring.new_blob(uuid.UUID(recording_id))
         now = isoformat(self.clock.now())
 
         def unit(tx: WriteTx) -> None:
-            tx.execute(
-                "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped, created_at)"
-                " VALUES (?, ?, ?, ?, ?)", (recording_id, tenant_id,
-                                            keys.sealed_version(wrapped_dek), wrapped_dek, now))
+            if wrapped_dek is not None:
+                tx.execute(
+                    "INSERT INTO blob_keys (object_id, tenant_id, kek_version, wrapped,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    (recording_id, tenant_id, keys.sealed_version(wrapped_dek), wrapped_dek,
+                     now))
             tx.execute(
                 "INSERT INTO recordings (id, tenant_id, call_id, state, source, lease_until,"
-                " created_at, updated_at) VALUES (?, ?, ?, 'writing', ?, ?, ?, ?)",
-                (recording_id, tenant_id, call_id, source, self._lease(), now, now))
+                " created_at, updated_at, key_ref) VALUES (?, ?, ?, 'writing', ?, ?, ?, ?, ?)",
+                (recording_id, tenant_id, call_id, source, self._lease(), now, now, key_ref))
 
         await self.db.write(unit)
         try:
@@ -200,7 +246,8 @@ class RecordingService:
         except BaseException:
             await self.forget_unfinished(tenant_id, recording_id)
             raise
-        return RecordingWriter(self, tenant_id, call_id, recording_id, blob_writer, sink, source)
+        return RecordingWriter(self, tenant_id, call_id, recording_id, blob_writer, sink, source,
+                               unit_key, key_durable)
 
     async def store_stream(self, tenant_id: str, call_id: str, content_type: str | None,
                            chunks: AsyncIterator[bytes], *, source: str = "upload",
@@ -250,7 +297,8 @@ class RecordingService:
     async def _mark_finished(self, writer: RecordingWriter, meta: dict[str, Any], state: str,
                              stats: dict[str, Any] | None) -> None:
         ring = await self.keyring.for_tenant(writer.tenant_id)
-        sealed = ring.seal_record(META_RECORD, writer.id, json.dumps(meta).encode())
+        sealed = ring.seal_record(META_RECORD, writer.id, json.dumps(meta).encode(),
+                                  unit=writer.unit)
         now = isoformat(self.clock.now())
         await self.db.write(lambda tx: tx.execute(
             "UPDATE recordings SET state = ?, meta = ?, stats = ?, lease_until = NULL,"
@@ -258,8 +306,14 @@ class RecordingService:
             (state, sealed, json.dumps(stats) if stats is not None else None, now, writer.id)))
 
     async def forget_unfinished(self, tenant_id: str, recording_id: str) -> None:
-        """Remove a recording that never became visible: key first (crypto-shred), then
-        blob, then row, so an interruption at any point leaves nothing readable."""
+        """Remove a recording that never became visible: key first (crypto-shred: out of
+        the key store, ledger entry first; or a legacy `blob_keys` row), then blob, then
+        row, so an interruption at any point leaves nothing readable."""
+        row = await self.db.fetchone("SELECT key_ref FROM recordings WHERE id = ?",
+                                     (recording_id,))
+        if row is not None and row["key_ref"] is not None and self.keyring.units is not None:
+            await self.keyring.units.erase(tenant_id, [bytes(row["key_ref"])],
+                                           rows={"recordings": [recording_id]})
         await self.db.write(lambda tx: tx.execute(
             "DELETE FROM blob_keys WHERE object_id = ?", (recording_id,)))
         await self.blobs.delete(tenant_id, recording_id)
@@ -269,16 +323,23 @@ class RecordingService:
     async def open(self, tenant_id: str, recording_id: str,
                    states: tuple[str, ...] = VISIBLE_RECORDING_STATES) -> OpenedRecording:
         row = await self.db.fetchone(
-            "SELECT r.id, r.call_id, r.state, r.source, r.stats, r.meta, k.wrapped"
-            " FROM recordings r"
-            " JOIN blob_keys k ON k.object_id = r.id"
+            "SELECT r.id, r.call_id, r.state, r.source, r.stats, r.meta, r.key_ref, k.wrapped"
+            " FROM recordings r LEFT JOIN blob_keys k ON k.object_id = r.id"
             f" WHERE r.id = ? AND r.tenant_id = ? AND r.state IN ({','.join('?' * len(states))})",
             (recording_id, tenant_id, *states))
         if row is None:
             raise not_found("recording")
-        ring = await self.keyring.for_tenant(tenant_id)
-        meta = json.loads(ring.open_record(META_RECORD, row["id"], bytes(row["meta"])))
-        reader = ring.open_blob(uuid.UUID(row["id"]), bytes(row["wrapped"]))
+        try:
+            reader, units = await self.blob_reader(tenant_id, dict(row))
+            ring = await self.keyring.for_tenant(tenant_id)
+            meta = json.loads(ring.open_record(META_RECORD, row["id"], bytes(row["meta"]),
+                                               units=units))
+        except keys.DecryptionError:
+            if row["key_ref"] is None:
+                raise
+            # Its unit key left the key store: a row a restored backup brought back before
+            # the deletion ledger's replay removes it. Never a 500, never audio.
+            raise not_found("recording") from None
         # A recording written as a stream may carry a `prefix` in its sealed metadata: bytes
         # served before the blob's plaintext (live audio: the WAV header, known only at the
         # end, while the blob is append-only). The served length includes it.
@@ -309,6 +370,89 @@ class RecordingService:
         return OpenedRecording(row["id"], row["call_id"], meta["content_type"], length,
                                row["state"], iterate, row["source"],
                                technical_stats(row["stats"]))
+
+    async def blob_reader(self, tenant_id: str, row: dict[str, Any]
+                          ) -> tuple[keys.BlobReader, Any]:
+        """The reader of a recording's blob from its row (`id`, `key_ref`, and `wrapped`
+        from a legacy `blob_keys` row), and the unit keys loaded for it (they also open
+        its metadata). DecryptionError if the key is gone (erased) or does not open."""
+        object_id = uuid.UUID(row["id"])
+        if row.get("key_ref") is not None:
+            key_ref = bytes(row["key_ref"])
+            units = await self.keyring.units.load(tenant_id, [key_ref]) \
+                if self.keyring.units is not None else {}
+            return keys.open_unit_blob(units, uuid.UUID(tenant_id), object_id, key_ref), units
+        if row.get("wrapped") is None:
+            raise keys.DecryptionError()
+        ring = await self.keyring.for_tenant(tenant_id)
+        return ring.open_blob(object_id, bytes(row["wrapped"])), None
+
+    async def migrate_recording_keys(self) -> int:
+        """Move every recording's data key still wrapped in `blob_keys` (stored before unit
+        keys) into the key store: one segment per batch holding the same DEKs (the blobs
+        are not touched), then one commit sets the rows' `key_ref` and deletes their
+        `blob_keys` rows (secure_delete zeroes them; the WAL is truncated at the end).
+        Resumable and safe beside other replicas: a crash leaves keys that open nothing
+        new, a row another process moved or deleted meanwhile gets its spare key deleted.
+        Returns how many recordings moved."""
+        units = self.keyring.units
+        if units is None:
+            return 0
+        moved = 0
+        after = ""
+        while True:
+            rows = await self.db.fetchall(
+                "SELECT k.object_id, k.tenant_id, k.wrapped FROM blob_keys k"
+                " JOIN recordings r ON r.id = k.object_id WHERE r.key_ref IS NULL"
+                " AND k.object_id > ? ORDER BY k.object_id LIMIT ?", (after, MIGRATE_BATCH))
+            if not rows:
+                break
+            after = rows[-1]["object_id"]
+            by_tenant: dict[str, list[Any]] = {}
+            for row in rows:
+                by_tenant.setdefault(row["tenant_id"], []).append(row)
+            for tenant_id, tenant_rows in by_tenant.items():
+                moved += await self._migrate_tenant_keys(tenant_id, tenant_rows)
+        if moved:
+            await truncate_wal(self.db)
+            log.info("recording keys moved into the key store: %d", moved)
+        return moved
+
+    async def _migrate_tenant_keys(self, tenant_id: str, rows: list[Any]) -> int:
+        units = self.keyring.units
+        assert units is not None
+        ring = await self.keyring.for_tenant(tenant_id)
+        segment_id = uuid.uuid4()
+        adopted: list[keys.UnitKey] = []
+        refs: dict[str, bytes] = {}
+        for row in rows:
+            try:
+                unit_key, key_ref = keys.adopt_wrapped_dek(
+                    ring, segment_id, uuid.UUID(row["object_id"]), bytes(row["wrapped"]))
+            except keys.DecryptionError:
+                log.warning("a recording's data key does not open; left in blob_keys")
+                continue
+            adopted.append(unit_key)
+            refs[row["object_id"]] = key_ref
+        if not adopted:
+            return 0
+        await units.store_units(tenant_id, segment_id, adopted)
+
+        def unit(tx: WriteTx) -> list[str]:
+            lost = []
+            for object_id, key_ref in refs.items():
+                if not tx.execute("UPDATE recordings SET key_ref = ? WHERE id = ?"
+                                  " AND key_ref IS NULL", (key_ref, object_id)):
+                    lost.append(object_id)
+            tx.execute(f"DELETE FROM blob_keys WHERE object_id IN ({','.join('?' * len(refs))})",
+                       list(refs))
+            return lost
+
+        lost = await self.db.write(unit)
+        if lost:
+            # Deleted or moved by another process meanwhile: its copy here must not live on.
+            await units.discard(tenant_id, [refs[o] for o in lost])
+        return len(refs) - len(lost)
 
     async def recover(self) -> dict[str, int]:
         """Clean up what crashed writers left: 'writing' rows past their lease and temp files

@@ -20,6 +20,7 @@ import math
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -100,6 +101,22 @@ class Metrics:
             "Bytes of those objects (ciphertext as stored), by region and store",
             ["region", "store"], registry=r)
         self._before_scrape: list[Callable[[], Awaitable[None]]] = []
+        # Label children of the per-request metrics, bound once per label set: `labels()`
+        # takes a lock and builds a tuple each call, which the ingest path felt (issue 12).
+        self._request_counters: dict[tuple[str, str, int], Any] = {}
+        self._latency_children: dict[str, Any] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One answered HTTP request: its count and its latency, by route template."""
+        counter = self._request_counters.get((method, route, status))
+        if counter is None:
+            counter = self.http_requests.labels(method, route, str(status))
+            self._request_counters[(method, route, status)] = counter
+        counter.inc()
+        latency = self._latency_children.get(route)
+        if latency is None:
+            latency = self._latency_children[route] = self.http_latency.labels(route)
+        latency.observe(seconds)
 
     def extra(self) -> CollectorRegistry:
         """Feature modules create their own metrics on this registry."""

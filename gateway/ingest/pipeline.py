@@ -5,10 +5,19 @@ to E.164, seal them and blind-index them, merge the event into the call (statuse
 regress; a late terminal event still fills end time and duration), and append the
 minimised event. All events of one delivery go in one write unit, so they are durable
 together before the platform gets its 2xx.
+
+Writes: a delivery's unit runs one by one (`_unit`: its statements per event) or, when
+several deliveries share a group-commit batch, set-based with them (`_write_together`: a
+few statements for the whole batch, the same merge rules applied in memory, in order).
+Both give the same rows; the set-based step hands anything unusual to the one-by-one path.
+
+Long because the merge rules exist twice on purpose (per statement and in memory) and
+belong beside each other; splitting them across modules would hide that they must agree.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -72,7 +81,7 @@ def merge_status(current: str | None, incoming: str | None) -> str | None:
 @dataclass(frozen=True)
 class _PreparedEvent:
     event: Event
-    dedupe: str
+    dedupe: bytes
     event_id: str
     sealed_body: bytes
     new_call_id: str            # used only if the event creates the call
@@ -85,6 +94,34 @@ class _PreparedEvent:
     # True when normalising and sealing the parties was skipped because this process
     # believed the call already had them stored (the known-call cache).
     parties_skipped: bool = False
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """What a delivery's write unit carries for `IngestService._write_together`."""
+    ring: keys.TenantKeys
+    integration: Integration
+    prepared: list[_PreparedEvent]
+    now: str
+
+
+class _OneByOne(Exception):
+    """The set-based write met a case only the one-by-one path handles."""
+
+
+_NEW_CALL_COLUMNS = ("id", "tenant_id", "integration_id", "platform", "platform_call_id",
+                     "platform_session_id", "status", "direction", "started_at", "ended_at",
+                     "duration_seconds", "last_sequence", "sort_time", "parties", "from_index",
+                     "to_index", "created_at", "updated_at")
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["?"] * n)
+
+
+def _chunks(values: Sequence[Any], size: int = 400) -> list[Sequence[Any]]:
+    """Statements stay under the backends' bound parameter limits."""
+    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 class _PartiesNeeded(Exception):
@@ -120,44 +157,56 @@ def unusable_field(event: Event) -> str | None:
     fail (a lone surrogate cannot be encoded, sealed, hashed or indexed; an integer beyond
     64 bits overflows the column; a time at the edge of the calendar overflows when
     converted to UTC). Retrying never changes that, so the delivery must not be a 5xx."""
-    for spec in fields(event):
-        value = getattr(event, spec.name)
+    for name in _field_names(type(event)):
+        value = getattr(event, name)
         values = list(value.items()) if isinstance(value, Mapping) else [value]
         for item in values:
             for part in item if isinstance(item, tuple) else (item,):
                 if isinstance(part, str):
+                    if part.isascii():      # the common case: nothing to encode
+                        continue
                     try:
                         part.encode("utf-8")
                     except UnicodeEncodeError:
-                        return spec.name
+                        return name
                 elif isinstance(part, int) and not -_INT64 <= part < _INT64:
-                    return spec.name
+                    return name
                 elif isinstance(part, datetime):
+                    if 1 < part.year < 9999:  # a day's offset cannot leave the calendar
+                        continue
                     try:
                         isoformat(part)
                     except (OverflowError, ValueError):
-                        return spec.name
+                        return name
     return None
 
 
-def _dedupe_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+@functools.cache
+def _field_names(event_type: type) -> tuple[str, ...]:
+    return tuple(spec.name for spec in fields(event_type))
+
+
+def _dedupe_hash(key: str) -> bytes:
+    """The stored dedupe key: SHA-256 of the platform's idempotency key, its first 16 bytes
+    (migration 0009: enough against collisions, a third of the hex form's bytes)."""
+    return hashlib.sha256(key.encode()).digest()[:16]
 
 
 def _minimised_event(event: Event) -> dict[str, Any]:
     """The stored form of an event: only fields the canonical schema knows, parties
-    excluded (they live sealed on the call, once)."""
+    excluded (they live sealed on the call, once), fields without a value left out (readers
+    take a missing field as null), and occurred_at left out (it is the row's column)."""
     if isinstance(event, CallEvent):
-        return {"kind": "call", "status": event.status, "direction": event.direction,
-                "occurred_at": isoformat(event.occurred_at),
+        body = {"kind": "call", "status": event.status, "direction": event.direction,
                 "started_at": isoformat(event.started_at),
                 "ended_at": isoformat(event.ended_at),
                 "duration_seconds": event.duration_seconds, "sequence": event.sequence,
-                "diagnostics": dict(event.diagnostics)}
-    return {"kind": "recording", "platform_recording_id": event.platform_recording_id,
-            "url": event.url, "content_type": event.content_type,
-            "duration_seconds": event.duration_seconds, "channels": event.channels,
-            "occurred_at": isoformat(event.occurred_at)}
+                "diagnostics": dict(event.diagnostics) or None}
+    else:
+        body = {"kind": "recording", "platform_recording_id": event.platform_recording_id,
+                "url": event.url, "content_type": event.content_type,
+                "duration_seconds": event.duration_seconds, "channels": event.channels}
+    return {name: value for name, value in body.items() if value is not None}
 
 
 class IngestService:
@@ -284,6 +333,8 @@ class IngestService:
 
     def _unit(self, ring: keys.TenantKeys, integration: Integration,
               prepared: list[_PreparedEvent], now: str) -> Callable[[WriteTx], IngestResult]:
+        # The same unit written one by one (below) or set-based with the other deliveries
+        # of its group-commit batch (`_write_together`); both give the same rows.
         def unit(tx: WriteTx) -> IngestResult:
             # Checked inside the transaction, not only against this process's credential
             # cache: a delivery for an integration (or tenant) that any replica has
@@ -319,7 +370,160 @@ class IngestService:
                 if isinstance(event, RecordingAvailable):
                     result.recordings.append((call_id, event))
             return result
+        unit.together = self._write_together    # type: ignore[attr-defined]
+        unit.delivery = _Delivery(ring, integration, prepared, now)  # type: ignore[attr-defined]
         return unit
+
+    def _write_together(self, tx: WriteTx, units: list[Any]) -> list[tuple[bool, Any]]:
+        """Several deliveries' units as a few statements: one integration check for all,
+        per integration one dedupe lookup and one locked call lookup, the status merge in
+        memory (in unit order, so later units see earlier ones), then one INSERT of the new
+        calls, one UPDATE per merged existing call and one INSERT of the events. Anything
+        unusual (session linking, parties arriving late, a stale known-call cache) raises
+        `_OneByOne`: the backend undoes this step and runs the units one by one."""
+        deliveries: list[_Delivery] = [u.delivery for u in units]
+        integration_ids = sorted({d.integration.id for d in deliveries})
+        active = {row["id"] for row in tx.fetchall(
+            "SELECT i.id FROM integrations i JOIN tenants t ON t.id = i.tenant_id"
+            f" WHERE i.id IN ({_marks(len(integration_ids))}) AND i.disabled_at IS NULL"
+            " AND t.state = 'active'", integration_ids)}
+        wanted: dict[str, tuple[set[Any], set[str]]] = {}
+        for d in deliveries:
+            if d.integration.id in active:
+                dedupes, call_ids = wanted.setdefault(d.integration.id, (set(), set()))
+                for item in d.prepared:
+                    dedupes.add(item.dedupe)
+                    call_ids.add(item.event.platform_call_id)
+        seen: dict[tuple[str, Any], str] = {}
+        calls: dict[tuple[str, str], dict[str, Any]] = {}
+        for integration_id, (dedupes, call_ids) in wanted.items():
+            for chunk in _chunks(sorted(dedupes)):
+                for row in tx.fetchall(
+                        "SELECT dedupe_key, call_id FROM call_events WHERE integration_id = ?"
+                        f" AND dedupe_key IN ({_marks(len(chunk))})", (integration_id, *chunk)):
+                    seen[(integration_id, row["dedupe_key"])] = row["call_id"]
+            for chunk in _chunks(sorted(call_ids)):
+                # Locked until the commit (PostgreSQL: another replica may be merging an
+                # event of the same call); in id order, so two replicas lock alike.
+                for row in tx.fetchall(
+                        f"SELECT {_MERGE_COLUMNS}, platform_call_id, platform_session_id, sort_time"
+                        " FROM calls WHERE integration_id = ?"
+                        f" AND platform_call_id IN ({_marks(len(chunk))}) ORDER BY id",
+                        (integration_id, *chunk), for_update=True):
+                    calls[(integration_id, row["platform_call_id"])] = dict(row)
+        new_calls: list[dict[str, Any]] = []
+        events: list[tuple[Any, ...]] = []
+        # Per call id: occurred_at of this step's 'in-progress' events (answer times).
+        answers: dict[str, list[str]] = {}
+        outcomes: list[tuple[bool, Any]] = []
+        for d in deliveries:
+            integration = d.integration
+            if integration.id not in active:
+                outcomes.append((False, not_found("integration")))
+                continue
+            result = IngestResult()
+            for item in d.prepared:
+                event = item.event
+                call_id = seen.get((integration.id, item.dedupe))
+                if call_id is not None:
+                    result.duplicates += 1
+                    if isinstance(event, RecordingAvailable):
+                        result.redelivered_recordings.append((call_id, event))
+                    continue
+                call = self._merge_in_memory(tx, calls, new_calls, answers, d, item)
+                call_id = call["id"]
+                seen[(integration.id, item.dedupe)] = call_id
+                occurred = isoformat(event.occurred_at)
+                status = event.status if isinstance(event, CallEvent) else None
+                if status == "in-progress" and occurred:
+                    answers.setdefault(call_id, []).append(occurred)
+                events.append((item.event_id, integration.tenant_id, integration.id, call_id,
+                               item.dedupe, "call" if isinstance(event, CallEvent)
+                               else "recording", status, d.now, occurred, item.sealed_body))
+                result.accepted += 1
+                result.call_ids.append(call_id)
+                result.events.append((call_id, event))
+                if isinstance(event, RecordingAvailable):
+                    result.recordings.append((call_id, event))
+            outcomes.append((True, result))
+        for chunk in _chunks(new_calls, 50):
+            tx.execute(
+                f"INSERT INTO calls ({', '.join(_NEW_CALL_COLUMNS)}) VALUES "
+                + ", ".join([f"({_marks(len(_NEW_CALL_COLUMNS))})"] * len(chunk)),
+                [call[c] for call in chunk for c in _NEW_CALL_COLUMNS])
+        merged = [call for call in calls.values() if call.get("_merged")]
+        if merged:
+            tx.executemany(
+                "UPDATE calls SET status = ?, direction = ?, started_at = ?, ended_at = ?,"
+                " duration_seconds = ?, last_sequence = ?, sort_time = ?, updated_at = ?,"
+                " platform_session_id = ? WHERE id = ?",
+                [(c["status"], c["direction"], c["started_at"], c["ended_at"],
+                  c["duration_seconds"], c["last_sequence"], c["sort_time"], c["updated_at"],
+                  c["platform_session_id"], c["id"]) for c in merged])
+        for chunk in _chunks(events, 50):
+            tx.execute(
+                "INSERT INTO call_events (id, tenant_id, integration_id, call_id, dedupe_key,"
+                " kind, status, received_at, occurred_at, body) VALUES "
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                [value for row in chunk for value in row])
+        return outcomes
+
+    def _merge_in_memory(self, tx: WriteTx, calls: dict[tuple[str, str], dict[str, Any]],
+                         new_calls: list[dict[str, Any]], answers: dict[str, list[str]],
+                         d: _Delivery, item: _PreparedEvent) -> dict[str, Any]:
+        """`_merge_call`'s rules applied to the call's row in memory (written at the end
+        of `_write_together`)."""
+        integration, event = d.integration, item.event
+        key = (integration.id, event.platform_call_id)
+        call = calls.get(key)
+        if call is None and event.platform_session_id:
+            raise _OneByOne      # linking through the session id: the one-by-one path
+        if item.parties_skipped and (call is None or call["parties"] is None):
+            raise _OneByOne
+        if not isinstance(event, CallEvent):
+            if call is not None:
+                return call
+            event = CallEvent(platform=event.platform, dedupe_key=event.dedupe_key,
+                              platform_call_id=event.platform_call_id)
+        started = isoformat(event.started_at)
+        ended = isoformat(event.ended_at)
+        if call is None:
+            parties, from_index, to_index = item.new_call_parties
+            call = {"id": item.new_call_id, "tenant_id": integration.tenant_id,
+                    "integration_id": integration.id, "platform": integration.platform,
+                    "platform_call_id": event.platform_call_id,
+                    "platform_session_id": item.event.platform_session_id,
+                    "status": event.status, "direction": event.direction,
+                    "started_at": started, "ended_at": ended,
+                    "duration_seconds": event.duration_seconds,
+                    "last_sequence": event.sequence, "sort_time": started or d.now,
+                    "parties": parties, "from_index": from_index, "to_index": to_index,
+                    "created_at": d.now, "updated_at": d.now}
+            calls[key] = call
+            new_calls.append(call)
+            call["_new"] = True
+            return call
+        if call["parties"] is None and (item.from_party or item.to_party):
+            raise _OneByOne      # parties arriving late are sealed to the call's id there
+        status = merge_status(call["status"], event.status)
+        new_started = min(filter(None, [call["started_at"], started]), default=None)
+        new_ended = ended or call["ended_at"]
+        duration = event.duration_seconds if event.duration_seconds is not None \
+            else call["duration_seconds"]
+        if duration is None and new_ended and status in TERMINAL_STATUSES:
+            duration = self._duration_from_answer(tx, call["id"], event, new_ended,
+                                                  answers.get(call["id"], ()))
+        call.update(
+            status=status, direction=event.direction if call["direction"] is None
+            else call["direction"],
+            started_at=new_started, ended_at=new_ended, duration_seconds=duration,
+            last_sequence=max(filter(lambda v: v is not None,
+                                     [call["last_sequence"], event.sequence]), default=None),
+            sort_time=new_started or call["sort_time"], updated_at=d.now,
+            platform_session_id=call["platform_session_id"] or event.platform_session_id)
+        if not call.get("_new"):
+            call["_merged"] = True
+        return call
 
     def forget_known_calls(self) -> None:
         """Call after deleting or rewriting calls (erasure, retention, rectification)."""
@@ -451,14 +655,15 @@ class IngestService:
 
     @staticmethod
     def _duration_from_answer(tx: WriteTx, call_id: str, event: CallEvent,
-                              ended: str) -> int | None:
+                              ended: str, pending: Sequence[str] = ()) -> int | None:
         """Seconds from answer to end, for platforms that report no duration (Telnyx):
         the answer is the earliest 'in-progress' event of the call, whichever order the
-        events arrived in. None when the call was never answered."""
+        events arrived in (`pending`: answer times not written yet). None when the call
+        was never answered."""
         answered = isoformat(event.occurred_at) if event.status == "in-progress" else None
         row = tx.fetchone("SELECT MIN(occurred_at) AS t FROM call_events WHERE call_id = ?"
                           " AND status = 'in-progress'", (call_id,))
-        candidates = [t for t in (answered, row["t"] if row else None) if t]
+        candidates = [t for t in (answered, row["t"] if row else None, *pending) if t]
         if not candidates:
             return None
         seconds = (datetime.fromisoformat(ended.replace("Z", "+00:00"))

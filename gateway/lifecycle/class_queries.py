@@ -8,9 +8,11 @@ Invariants:
   It pages by (t, item_id) after a cursor, through an index led by tenant and time, so its
   cost follows the expired rows, never the table size. CROSS JOIN keeps SQLite driving
   from the (tenant, time) index of the scanned table.
-- Deleting a recording row deletes its wrapped data key in the same transaction first
-  (crypto-shred); its blob file is unlinked after the commit (gateway/lifecycle/
-  tombstones.py). A trigger leaves the tombstone for any recording row that goes.
+- Deleting a recording row hands its key reference (`key_ref`) to `sealed_out`: after the
+  commit its unit key leaves the key store (ledger entry first). A legacy wrapped data key
+  (`blob_keys`) is deleted in the same transaction first; its blob file is unlinked after
+  the commit (gateway/lifecycle/tombstones.py). A trigger leaves the tombstone for any
+  recording row that goes.
 - A call's deletion takes its events and recordings (and their keys) with it.
 """
 
@@ -55,8 +57,9 @@ def delete_calls_tx(tx: WriteTx, call_ids: list[str],
     # deletes hand back the ids and sealed values they removed (RETURNING).
     tx.execute(f"DELETE FROM blob_keys WHERE object_id IN"
                f" (SELECT id FROM recordings WHERE call_id IN ({in_calls}))", call_ids)
-    recordings = [r[0] for r in tx.fetchall(
-        f"DELETE FROM recordings WHERE call_id IN ({in_calls}) RETURNING id", call_ids)]
+    deleted = tx.fetchall(
+        f"DELETE FROM recordings WHERE call_id IN ({in_calls}) RETURNING id, key_ref", call_ids)
+    recordings = [r[0] for r in deleted]
     events = tx.fetchall(f"DELETE FROM call_events WHERE call_id IN ({in_calls})"
                          f" RETURNING {'body' if sealed_out is not None else 'id'}", call_ids)
     calls = tx.fetchall(f"DELETE FROM calls WHERE id IN ({in_calls})"
@@ -64,6 +67,7 @@ def delete_calls_tx(tx: WriteTx, call_ids: list[str],
     if sealed_out is not None:
         sealed_out.extend(r[0] for r in calls)
         sealed_out.extend(r[0] for r in events)
+        sealed_out.extend(r[1] for r in deleted)
     return ({"call_metadata": len(calls), "call_events": len(events),
              "recordings": len(recordings)}, recordings)
 
@@ -78,12 +82,17 @@ def _delete_events_tx(tx: WriteTx, ids: list[str],
     return {"call_events": len(rows)}, []
 
 
-def _delete_recordings_tx(tx: WriteTx, ids: list[str], sealed_out: object = None
+def _delete_recordings_tx(tx: WriteTx, ids: list[str],
+                          sealed_out: list[bytes | None] | None = None
                           ) -> tuple[dict[str, int], list[str]]:
-    # Crypto-shred first: the wrapped data key, then the row (the blob after commit).
+    # Crypto-shred first: a legacy wrapped data key, then the row (the blob after commit);
+    # the key references go to `sealed_out`, whose keys leave the key store after commit.
     tx.execute(f"DELETE FROM blob_keys WHERE object_id IN ({marks(ids)})", ids)
-    return {"recordings": tx.execute(
-        f"DELETE FROM recordings WHERE id IN ({marks(ids)})", ids)}, ids
+    rows = tx.fetchall(f"DELETE FROM recordings WHERE id IN ({marks(ids)}) RETURNING key_ref",
+                       ids)
+    if sealed_out is not None:
+        sealed_out.extend(r[0] for r in rows)
+    return {"recordings": len(rows)}, ids
 
 
 def _clear_diagnostics_tx(tx: WriteTx, ids: list[str], sealed_out: object = None

@@ -1,5 +1,5 @@
 """The lifecycle area's `gateway` subcommands: `retention run`, `keys rotate`, `keys status`,
-`keys rotate-tenant-root` and `tenant offboard`.
+`keys rotate-tenant-root`, `keys rotate-blind-index` and `tenant offboard`.
 
 Invariants:
 - Each is a `Command` whose `run(args, services)` receives services the CLI already opened
@@ -23,11 +23,17 @@ from typing import Any
 from gateway.core.clock import parse_iso
 from gateway.core.commands import Command
 from gateway.errors import invalid, not_found
+from gateway.lifecycle.blind_index import get_blind_index_service
 from gateway.lifecycle.offboarding import OPERATOR_ACTOR, get_offboarding
 from gateway.lifecycle.progress import ProgressBar
 from gateway.lifecycle.retention import get_retention
 from gateway.lifecycle.rotation import OPEN_STATES, get_key_service
-from gateway.tenants.root_rotation import rotate_tenant_root_key
+from gateway.tenants.root_rotation import (
+    ROTATE_ROOT_HELP,
+    configure_rotate_root,
+    keys_rotate_root,
+    rotate_tenant_root_key,
+)
 from gateway.transparency.log import get_audit_log
 
 
@@ -185,6 +191,45 @@ async def keys_rotate_tenant_root(args: argparse.Namespace, services: Any) -> in
     return 0
 
 
+def _configure_rotate_blind_index(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", required=True, help="the tenant's id (UUID)")
+    parser.add_argument("--wait", action="store_true",
+                        help="stay until the reindex completes and the old key is destroyed"
+                             " (after [keys] grace_seconds)")
+
+
+async def keys_rotate_blind_index(args: argparse.Namespace, services: Any) -> int:
+    tenant_id = await _known_tenant(services, args.tenant)
+    service = get_blind_index_service(services)
+    await service.start_reindex(tenant_id, rotate_key=True, reason="rotation",
+                                actor=OPERATOR_ACTOR)
+    while True:
+        more = await service.run_pending()
+        state = await service.state(tenant_id)
+        if state["reindex"] is None or not args.wait:
+            break
+        if not more:
+            await asyncio.sleep(min(service.cfg.poll_interval_seconds, 5.0))
+    if args.json:
+        print(json.dumps(state))
+    elif state["reindex"] is None:
+        print(f"tenant {tenant_id}: blind index now under key version {state['bik_version']}"
+              f" ({state['bits']} bits); the old key is destroyed")
+    else:
+        r = state["reindex"]
+        print(f"tenant {tenant_id}: reindexing to key version {r['to_bik_version']}"
+              f" ({r['phase']}, {r['rows_done']} rows done); the running gateway finishes it"
+              " and then destroys the old key")
+    return 0
+
+
+_ROTATE_BLIND_INDEX_HELP = """\
+Add a new blind-index key version and reindex the tenant's calls and legal holds under
+it (a resumable job: the running gateway finishes it if this command stops). Searches
+and erasures match under both keys meanwhile. When the reindex completes the old key is
+destroyed and a key_event is logged in the tenant's transparency log."""
+
+
 _ROTATE_TENANT_ROOT_HELP = """\
 Replace a tenant's root key (the key in the key store that wraps the tenant's key rows
 and unit-key segments): a new key is stored, everything the old one wrapped is rewrapped
@@ -207,8 +252,15 @@ cli_commands = [
     Command(("keys", "status"), keys_status,
             lambda p: p.add_argument("--tenant", required=True, help="the tenant's id (UUID)"),
             help="a tenant's key versions and its latest rotation"),
+    Command(("keys", "rotate-root"), keys_rotate_root, configure_rotate_root,
+            help="replace the root key, rewrap everything under it, destroy the old one",
+            description=ROTATE_ROOT_HELP),
     Command(("keys", "rotate-tenant-root"), keys_rotate_tenant_root,
             lambda p: p.add_argument("--tenant", required=True, help="the tenant's id (UUID)"),
             help="new tenant root key; rewrap what it wraps; destroy the old key",
             description=_ROTATE_TENANT_ROOT_HELP),
+    Command(("keys", "rotate-blind-index"), keys_rotate_blind_index,
+            _configure_rotate_blind_index,
+            help="new blind-index key; reindex calls and holds; destroy the old key",
+            description=_ROTATE_BLIND_INDEX_HELP),
 ]

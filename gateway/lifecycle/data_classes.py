@@ -12,8 +12,8 @@ Adding a data class = one `DataClass` entry here plus its queries in
 | call_events    | call_events                | received_at              | event row deleted              |
 | recordings     | recordings (+ blob, key)   | created_at               | key, then blob, then row       |
 | diagnostics    | recordings.stats           | recording created_at     | stats set to NULL              |
-| audit          | the transparency log       | -                        | not pruned: the log is         |
-|                |                            |                          | append-only (see the docs)     |
+| audit          | the transparency log       | each entry's time        | entry bytes emptied, leaf hash |
+|                | (not swept: its own job)   |                          | kept (docs/transparency.md §7) |
 
 Invariants:
 - A LEAF module (stdlib only), so `gateway/lifecycle/settings.py` can read the bounds while
@@ -47,6 +47,8 @@ class DataClass:
     # True: deleting the parent's item deletes this class's rows, counted in the parent's
     # receipts (a column cleared in place, like diagnostics, is not counted apart).
     deleted_with_parent: bool = False
+    # A class the sweep does not run but another job enforces (the module that does).
+    enforced_by: str | None = None
 
     def bounds(self) -> dict[str, int]:
         return {"default_days": self.default_days, "min_days": self.min_days,
@@ -66,14 +68,17 @@ DATA_CLASSES: tuple[DataClass, ...] = (
               " no content", 30, 0, 365, table="recordings", time_column="created_at",
               parent="call_metadata"),
     # Deletion receipts and access records: at least a year (accountability).
-    DataClass("audit", "the transparency log: access records and deletion receipts"
-              " (append-only, never pruned)", 2190, 365, 3650, swept=False),
+    DataClass("audit", "the transparency log: access records and deletion receipts (older"
+              " entries expire: their contents go, their leaf hashes stay verifiable)",
+              2190, 365, 3650, swept=False, enforced_by="gateway.transparency.retention"),
 )
 
 BY_NAME: dict[str, DataClass] = {c.name: c for c in DATA_CLASSES}
 NAMES: tuple[str, ...] = tuple(BY_NAME)
 # Classes the sweep enforces, in the order it runs them.
 SWEPT: tuple[str, ...] = tuple(c.name for c in DATA_CLASSES if c.swept)
+# Classes whose retention is enforced (by the sweep, or by their own job).
+ENFORCED: tuple[str, ...] = tuple(c.name for c in DATA_CLASSES if c.swept or c.enforced_by)
 # The class whose expiry takes every child along (the call).
 ROOT = "call_metadata"
 # Classes whose rows deleting a call deletes, with the call itself: what erasure counts.

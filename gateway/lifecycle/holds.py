@@ -2,9 +2,16 @@
 sweep, erasure and rectification all skip what a hold covers).
 
 Invariants:
-- A hold's number and reason are sealed records bound to the hold id (their columns are
-  registered for key rotation below); a number hold is found by blind index, then the
-  call's parties are decrypted and compared exactly (16 bits: many numbers share a value).
+- A hold's number and reason are sealed records bound to the hold id, under the hold's
+  own unit key in the key store (gateway/lifecycle/unit_keys.py; their columns stay
+  registered for key rotation, which leaves unit-key records as they are). Releasing the
+  hold deletes that key (ledger entry first): a released hold shows neither number nor
+  reason again, from any copy of the database.
+- A number hold is found by blind index, then the call's parties are decrypted and
+  compared exactly (16 bits: many numbers share a value). Inside a write unit
+  (`active_tx`) the key store cannot be read: a number hold whose number is not yet known
+  to this process holds every call in its blind-index bucket (never fewer calls), until
+  `active()` (or reading the hold) has loaded its key.
 - Writers re-read the holds inside their own write unit (`active_tx`), so a hold committed
   before the unit is always seen by it.
 - A hold's sealed number never changes, so decrypted numbers are cached by hold id; a
@@ -28,6 +35,8 @@ from gateway.store import Database, WriteTx, sealed
 from gateway.tenants.keyring import KeyRing
 
 HOLD_SCOPES = ("tenant", "call", "phone_number")
+# Not a number (no "+"): stands for "every number in this blind-index bucket".
+ANY_NUMBER = "*"
 HOLD_NUMBER_RECORD = "legal-hold-number"
 HOLD_REASON_RECORD = "legal-hold-reason"
 MAX_REASON_LENGTH = 500
@@ -58,7 +67,8 @@ class Holds:
 
     tenant: bool = False
     calls: frozenset[str] = frozenset()
-    # blind index -> the held E.164 numbers with that index
+    # blind index -> the held E.164 numbers with that index (ANY_NUMBER: a hold whose
+    # number could not be opened here; every number with the index counts as held)
     numbers: dict[int, frozenset[str]] = field(default_factory=dict)
 
     def call_held(self, ring: keys.TenantKeys | None, call_id: str, from_index: int | None,
@@ -73,7 +83,8 @@ class Holds:
         assert ring is not None
         decoded = json.loads(ring.open_record(PARTIES_RECORD, call_id, bytes(parties)))
         for role, index in (("from", from_index), ("to", to_index)):
-            if index in self.numbers and decoded.get(role) in self.numbers[index]:
+            held = self.numbers.get(index)
+            if held is not None and (decoded.get(role) in held or ANY_NUMBER in held):
                 return True
         return False
 
@@ -97,10 +108,24 @@ class _HoldNumbers:
                 number = self._cache.get(row["id"])
                 if number is None:
                     assert ring is not None
-                    number = ring.open_record(HOLD_NUMBER_RECORD, row["id"],
-                                              bytes(row["number_sealed"])).decode()
-                    self._cache[row["id"]] = number
-                numbers.setdefault(row["number_index"], set()).add(number)
+                    try:
+                        number = ring.open_record(HOLD_NUMBER_RECORD, row["id"],
+                                                  bytes(row["number_sealed"])).decode()
+                        self._cache[row["id"]] = number
+                    except keys.DecryptionError:
+                        if keys.unit_ref(bytes(row["number_sealed"])) is None:
+                            raise
+                        # Its key is not loaded in this process: hold the whole bucket.
+                        numbers.setdefault(row["number_index"], set()).add(ANY_NUMBER)
+                        # Mid-reindex its calls may be under the other index version too:
+                        # hold them all rather than fewer.
+                        tenant = tenant or len(ring.blind_index_versions) > 1
+                        continue
+                # Keyed by the number's index under every version in use, so a call
+                # indexed under either side of a reindex is still seen as held.
+                for index in (ring.blind_indexes(number) if ring is not None
+                              else (row["number_index"],)):
+                    numbers.setdefault(index, set()).add(number)
         return Holds(tenant, frozenset(calls), {k: frozenset(v) for k, v in numbers.items()})
 
     def forget(self, hold_id: str) -> None:
@@ -123,8 +148,9 @@ class LegalHolds:
             tx.fetchall(_ACTIVE_HOLDS_SQL, (tenant_id, isoformat(self.clock.now()))), ring)
 
     async def active(self, tenant_id: str, ring: keys.TenantKeys | None) -> Holds:
-        return self._numbers.build(await self.db.fetchall(
-            _ACTIVE_HOLDS_SQL, (tenant_id, isoformat(self.clock.now()))), ring)
+        rows = await self.db.fetchall(_ACTIVE_HOLDS_SQL, (tenant_id, isoformat(self.clock.now())))
+        await self.keyring.prefetch_units(tenant_id, [r["number_sealed"] for r in rows])
+        return self._numbers.build(rows, ring)
 
     # -- the tenant API --------------------------------------------------------------------
     async def create(self, tenant_id: str, actor: str | None, body: Any) -> dict[str, Any]:
@@ -148,6 +174,9 @@ class LegalHolds:
             raise invalid(sorted(extra)[0], "unknown field")
         hold_id = str(uuid.uuid4())
         ring = await self.keyring.for_tenant(tenant_id)
+        # The hold's own key (durable in the key store before the row commits).
+        unit = (await self.keyring.units.new_keys(tenant_id, 1))[0] \
+            if self.keyring.units is not None else None
         call_id = number_index = number_sealed = None
         if scope == "call":
             call_id = body.get("call_id")
@@ -158,10 +187,12 @@ class LegalHolds:
         elif scope == "phone_number":
             number = parse_number(body.get("phone_number"), "phone_number", self.default_region)
             number_index = ring.blind_index(number)
-            number_sealed = ring.seal_record(HOLD_NUMBER_RECORD, hold_id, number.encode())
+            number_sealed = ring.seal_record(HOLD_NUMBER_RECORD, hold_id, number.encode(),
+                                             unit=unit)
         elif "call_id" in body or "phone_number" in body:
             raise invalid("scope", "a tenant hold takes no call_id or phone_number")
-        sealed_reason = ring.seal_record(HOLD_REASON_RECORD, hold_id, reason.strip().encode())
+        sealed_reason = ring.seal_record(HOLD_REASON_RECORD, hold_id, reason.strip().encode(),
+                                         unit=unit)
         await self.db.write(lambda tx: tx.execute(
             "INSERT INTO legal_holds (id, tenant_id, scope, call_id, number_index,"
             " number_sealed, reason, created_by, created_at, ends_at)"
@@ -170,15 +201,25 @@ class LegalHolds:
              actor, isoformat(now), ends_at)))
         return await self.get(tenant_id, hold_id)
 
+    @staticmethod
+    def _open(ring: keys.TenantKeys, kind: str, hold_id: str, sealed: Any) -> str | None:
+        """A sealed field of a hold; None once its key was deleted (the hold released)."""
+        if sealed is None:
+            return None
+        try:
+            return ring.open_record(kind, hold_id, bytes(sealed)).decode()
+        except keys.DecryptionError:
+            if keys.unit_ref(bytes(sealed)) is None:
+                raise
+            return None
+
     def _render(self, ring: keys.TenantKeys, row: Any) -> dict[str, Any]:
         now = isoformat(self.clock.now())
         active = row["released_at"] is None and (row["ends_at"] is None or row["ends_at"] > now)
         return {"id": row["id"], "scope": row["scope"], "call_id": row["call_id"],
-                "phone_number": ring.open_record(HOLD_NUMBER_RECORD, row["id"],
-                                                 bytes(row["number_sealed"])).decode()
-                if row["number_sealed"] is not None else None,
-                "reason": ring.open_record(HOLD_REASON_RECORD, row["id"],
-                                           bytes(row["reason"])).decode(),
+                "phone_number": self._open(ring, HOLD_NUMBER_RECORD, row["id"],
+                                           row["number_sealed"]),
+                "reason": self._open(ring, HOLD_REASON_RECORD, row["id"], row["reason"]),
                 "created_at": row["created_at"], "ends_at": row["ends_at"],
                 "released_at": row["released_at"], "active": active}
 
@@ -188,6 +229,7 @@ class LegalHolds:
             (hold_id, tenant_id))
         if row is None:
             raise not_found("legal hold")
+        await self.keyring.prefetch_units(tenant_id, [row["number_sealed"], row["reason"]])
         return self._render(await self.keyring.for_tenant(tenant_id), row)
 
     async def list(self, tenant_id: str) -> list[dict[str, Any]]:
@@ -196,17 +238,24 @@ class LegalHolds:
             " ORDER BY created_at, id", (tenant_id,))
         if not rows:
             return []
+        await self.keyring.prefetch_units(
+            tenant_id, [v for r in rows for v in (r["number_sealed"], r["reason"])])
         ring = await self.keyring.for_tenant(tenant_id)
         return [self._render(ring, r) for r in rows]
 
     async def release(self, tenant_id: str, hold_id: str) -> None:
+        """Release the hold, then delete its key from the key store: its number and reason
+        are unreadable from then on, in this database and in every copy of it."""
         now = isoformat(self.clock.now())
-        changed = await self.db.write(lambda tx: tx.execute(
+        row = await self.db.write(lambda tx: tx.execute(
             "UPDATE legal_holds SET released_at = COALESCE(released_at, ?)"
-            " WHERE id = ? AND tenant_id = ?", (now, hold_id, tenant_id)))
-        if not changed:
+            " WHERE id = ? AND tenant_id = ?", (now, hold_id, tenant_id)) and tx.fetchone(
+            "SELECT number_sealed, reason FROM legal_holds WHERE id = ?", (hold_id,)))
+        if not row:
             raise not_found("legal hold")
         self._numbers.forget(hold_id)
+        if self.keyring.units is not None:
+            await self.keyring.units.erase(tenant_id, [row["number_sealed"], row["reason"]])
 
 
 def classify(row: Any, holds: Holds, ring: keys.TenantKeys | None) -> str:

@@ -9,6 +9,15 @@ Invariants:
   at every start and costs one listing per tenant when there is nothing to do.
 - Rows named in the ledger are deleted with their events, recordings (blob files through
   the retention reaper) and unit keys, exactly as the original deletion did.
+- While the gateway runs, `ledger_replay_job` re-deletes, every LEDGER_REPLAY_SECONDS,
+  the keys named by the ledger entries of the last LEDGER_RECENT_SECONDS: a segment
+  rewrite on another replica that raced an erasure and brought an erased key back (a lost
+  update; gateway/lifecycle/unit_keys.py) is repaired within LEDGER_REPLAY_SECONDS (plus
+  10% jitter) of that write. The window covers a racing rewrite that ends up to
+  LEDGER_RECENT_SECONDS - LEDGER_REPLAY_SECONDS (90 s) after the erasure; a rewrite is one
+  segment read and one write (milliseconds), and anything slower is caught by the next
+  start's full replay. Only keys: the database is shared, so rows cannot come back
+  while it runs.
 """
 
 from __future__ import annotations
@@ -17,13 +26,18 @@ import logging
 from typing import Any
 
 import keys
+from gateway.core.jobs import PeriodicJob
 from gateway.lifecycle.class_queries import delete_calls_tx, delete_items_tx, marks
 from gateway.store import WriteTx
 
-__all__ = ["replay_deletion_ledger"]
+__all__ = ["replay_deletion_ledger", "ledger_replay_job", "LEDGER_REPLAY_SECONDS",
+           "LEDGER_RECENT_SECONDS"]
 
 log = logging.getLogger("gateway.keys")
 _CHUNK = 500
+# The periodic repair of lost segment updates (see the invariants).
+LEDGER_REPLAY_SECONDS = 30.0
+LEDGER_RECENT_SECONDS = 120.0
 
 
 async def replay_deletion_ledger(services: Any, remove_blobs: Any = None) -> dict[str, int]:
@@ -73,3 +87,27 @@ async def replay_deletion_ledger(services: Any, remove_blobs: Any = None) -> dic
 def _refs(sealed: list[bytes | None]) -> list[Any]:
     return [ref for value in sealed if value is not None
             for ref in [keys.unit_ref(bytes(value))] if ref is not None]
+
+
+def ledger_replay_job(services: Any, interval: float = LEDGER_REPLAY_SECONDS,
+                      window: float = LEDGER_RECENT_SECONDS) -> PeriodicJob:
+    """The job that re-deletes, on every replica, the keys of recent ledger entries."""
+
+    async def tick() -> int:
+        units = services.keyring.units
+        if units is None:
+            return 0
+        found = 0
+        for tenant in await services.db.fetchall(
+                "SELECT id FROM tenants WHERE state NOT IN ('offboarding', 'offboarded')"):
+            try:
+                found += await units.replay_recent(tenant["id"], window)
+            except Exception as exc:   # one tenant's failure must not stop the others'
+                log.error("deletion ledger replay failed for a tenant: %s",
+                          type(exc).__name__)
+        if found:
+            log.warning("deletion ledger: erased keys written back by a racing segment"
+                        " rewrite were deleted again", extra={"found_again": found})
+        return False
+
+    return PeriodicJob("deletion-ledger-replay", tick, interval)

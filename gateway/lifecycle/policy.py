@@ -15,7 +15,7 @@ from typing import Any
 
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import DomainError, invalid
-from gateway.lifecycle.data_classes import BY_NAME, NAMES, SWEPT
+from gateway.lifecycle.data_classes import BY_NAME, ENFORCED, NAMES, SWEPT
 from gateway.lifecycle.settings import RetentionConfig
 from gateway.store import Database, WriteTx
 
@@ -62,7 +62,7 @@ class RetentionPolicies:
             days = effective[name]
             entry = {"days": days, "source": "tenant" if row is not None else "default",
                      "default_days": bounds["default_days"], "min_days": bounds["min_days"],
-                     "max_days": bounds["max_days"], "enforced": name in SWEPT}
+                     "max_days": bounds["max_days"], "enforced": name in ENFORCED}
             parent = BY_NAME[name].parent
             if parent is not None:
                 # A child goes with its parent's item at the latest.

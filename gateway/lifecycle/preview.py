@@ -15,7 +15,7 @@ from typing import Any
 import keys
 from gateway.core.clock import Clock, isoformat
 from gateway.lifecycle.class_queries import QUERIES, marks
-from gateway.lifecycle.data_classes import BY_NAME, ROOT, SWEPT
+from gateway.lifecycle.data_classes import BY_NAME, ENFORCED, ROOT, SWEPT
 from gateway.lifecycle.holds import LegalHolds, classify
 from gateway.lifecycle.policy import RetentionPolicies, cutoffs
 from gateway.lifecycle.report import TenantSweep
@@ -50,7 +50,7 @@ class RetentionPreview:
         for data_class in BY_NAME.values():
             if not data_class.swept:
                 classes[data_class.name] = {"days": policy[data_class.name], "would_delete": 0,
-                                            "enforced": False}
+                                            "enforced": data_class.name in ENFORCED}
         return {"as_of": isoformat(self.clock.now()), "tenant_held": result.held,
                 "classes": classes}
 

@@ -7,7 +7,9 @@ the old version once nothing uses it (docs/retention-and-dsr.md).
 2. The job walks each registered sealed column (gateway/store/sealed.py) and the
    data-key table in batches: records are resealed (`reseal_record`), data keys rewrapped
    (`rewrap_dek`). Blob files are never read or written: a blob's data key does not
-   change, only its wrapping. Updates are compare-and-set on the old ciphertext, so a
+   change, only its wrapping. Records and recordings under their own unit keys (key
+   store) depend on no KEK version and are left as they are; `blob_keys` holds only the
+   data keys of recordings not yet moved into the key store. Updates are compare-and-set on the old ciphertext, so a
    concurrent write wins. Progress (cursor, done, total per source) is saved with each
    batch: the job resumes where it stopped, in whichever process holds its lease.
 3. It waits until `grace_until` (started_at + `[keys] grace_seconds`), longer than the key
@@ -16,9 +18,15 @@ the old version once nothing uses it (docs/retention-and-dsr.md).
    ciphertext) and, if anything is, makes another pass.
 4. When nothing uses the old versions, and no column it does not know holds ciphertext
    under them (a safety scan of every BLOB column of every tenant table), the old rows
-   are deleted from `tenant_keys` (destroyed) and the ring reloaded. If the scan finds
+   are deleted from `tenant_keys` and the ring reloaded. If the scan finds
    unknown ciphertext the rotation is `blocked` (retried after the lease) rather than
    destroy a key that still protects data.
+5. `shredding`: deleting the rows is not yet destroying the key material, since a database
+   backup holds them wrapped under the tenant root key, which is alive. So the tenant
+   root key is rotated (gateway/tenants/root_rotation.py): the rows left are rewrapped
+   under a new one and the old one is overwritten in the key store, after which the old
+   versions in any backup open under nothing that exists. Then `completed`. A crash in
+   between leaves the rotation `shredding`, and the job finishes it.
 
 Invariants:
 - A rotation row is advanced only by the process holding its lease (`owner`,
@@ -34,6 +42,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -45,13 +54,14 @@ from gateway.lifecycle.settings import KeysConfig
 from gateway.store import Database, TableInfo, WriteTx, sealed
 from gateway.store.sealed import SealedColumn
 from gateway.tenants.keyring import KeyRing
+from gateway.tenants.root_rotation import destroyed_versions_shredder
 from gateway.transparency.log import get_audit_log
 
 log = logging.getLogger("gateway.keys")
 
 SYSTEM_ACTOR = {"type": "system", "id": "key-rotation"}
 _UNIT_RECORD_FORMAT = bytes([2])   # keys/_unit.py RECORD_FORMAT
-OPEN_STATES = ("rewrapping", "waiting", "blocked")
+OPEN_STATES = ("rewrapping", "waiting", "blocked", "shredding")
 # Sealed records are 0x01 | KEK version (uint32 BE) | ... (docs/crypto-formats.md, keys/
 # _record.py); the shortest is 49 bytes (empty plaintext). The verification counts use
 # this prefix in SQL instead of fetching every ciphertext.
@@ -59,8 +69,9 @@ _RECORD_FORMAT = 1
 _MIN_SEALED_LEN = 49
 BLOB_KEYS = "blob_keys.wrapped"
 # BLOB columns of tenant tables that are not sealed records (or are handled apart).
+# `recordings.key_ref` only says where a recording's key lives in the key store (no KEK).
 _NOT_SEALED = {("tenant_keys", "wrapped"), ("blob_keys", "wrapped"),
-               ("tenant_api_keys", "secret_hash")}
+               ("tenant_api_keys", "secret_hash"), ("recordings", "key_ref")}
 
 
 def _version_bytes(version: int) -> bytes:
@@ -73,8 +84,12 @@ async def existing_tables(db: Database) -> set[str]:
 
 class KeyService:
     def __init__(self, db: Database, keyring: KeyRing, clock: Clock, cfg: KeysConfig, *,
-                 audit: Any = None) -> None:
+                 audit: Any = None,
+                 shred_wrapped_copies: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self.db = db
+        # (tenant id) -> rotates the tenant root key, destroying the wrapping under which
+        # backups hold the deleted versions (step 5); None without a key store.
+        self.shred_wrapped_copies = shred_wrapped_copies
         self.keyring = keyring
         self.clock = clock
         self.cfg = cfg
@@ -219,6 +234,9 @@ class KeyService:
         tenant_id = row["tenant_id"]
         state = await self.db.fetchone("SELECT state FROM tenants WHERE id = ?", (tenant_id,))
         if state is None or state["state"] in ("offboarding", "offboarded"):
+            return
+        if row["state"] == "shredding":
+            await self._shred(rotation_id, tenant_id)
             return
         self.keyring.forget(tenant_id)
         ring = await self.keyring.for_tenant(tenant_id)
@@ -428,9 +446,9 @@ class KeyService:
                 " version < ? ORDER BY version", (tenant_id, primary))]
             tx.execute("DELETE FROM tenant_keys WHERE tenant_id = ? AND kind = 'kek' AND"
                        " version < ?", (tenant_id, primary))
-            tx.execute("UPDATE key_rotations SET state = 'completed', finished_at = ?,"
-                       " destroyed = ?, owner = NULL, lease_until = NULL, detail = NULL"
-                       " WHERE id = ?", (now, json.dumps(old), rotation_id))
+            tx.execute("UPDATE key_rotations SET state = 'shredding', finished_at = ?,"
+                       " destroyed = ?, detail = NULL WHERE id = ?",
+                       (now, json.dumps(old), rotation_id))
             if audit is not None:
                 audit.append_in_tx(tx, tenant_id, {
                     "kind": "key_event", "actor": SYSTEM_ACTOR, "outcome": "versions_destroyed",
@@ -440,7 +458,16 @@ class KeyService:
 
         destroyed = await self.db.write(unit)
         self.keyring.forget(tenant_id)
+        await self._shred(rotation_id, tenant_id)
         log.info("key rotation completed: %d old version(s) destroyed", len(destroyed))
+
+    async def _shred(self, rotation_id: str, tenant_id: str) -> None:
+        """Step 5: the tenant root key is rotated, then the rotation is completed."""
+        if self.shred_wrapped_copies is not None:
+            await self.shred_wrapped_copies(tenant_id)
+        await self.db.write(lambda tx: tx.execute(
+            "UPDATE key_rotations SET state = 'completed', owner = NULL, lease_until = NULL"
+            " WHERE id = ? AND state = 'shredding'", (rotation_id,)))
 
     # -- the job --------------------------------------------------------------------------
     def wake(self) -> None:
@@ -469,7 +496,9 @@ def get_key_service(services: Any) -> KeyService:
     existing = services.features.get("key_rotation")
     if existing is not None:
         return existing
+    audit = get_audit_log(services)
     service = KeyService(services.db, services.keyring, services.clock,
-                         services.config.section("keys"), audit=get_audit_log(services))
+                         services.config.section("keys"), audit=audit,
+                         shred_wrapped_copies=destroyed_versions_shredder(services, audit))
     services.features["key_rotation"] = service
     return service

@@ -185,11 +185,13 @@ class SubjectService:
 
     async def matches(self, tenant_id: str, ring: keys.TenantKeys, number: str
                       ) -> list[Match]:
-        index = ring.blind_index(number)
+        # Under every index version in use: a reindex under way never makes this miss.
+        indexes = ring.blind_indexes(number)
+        marks = ",".join("?" * len(indexes))
         rows = await self.db.fetchall(
             f"SELECT {_CALL_COLUMNS} FROM calls WHERE tenant_id = ? AND"
-            " (from_index = ? OR to_index = ?) ORDER BY sort_time, id",
-            (tenant_id, index, index))
+            f" (from_index IN ({marks}) OR to_index IN ({marks})) ORDER BY sort_time, id",
+            (tenant_id, *indexes, *indexes))
         await self.keyring.prefetch_units(tenant_id, [row["parties"] for row in rows])
         out = []
         for row in rows:
@@ -416,7 +418,6 @@ class SubjectService:
         ring = await self.keyring.for_tenant(tenant_id)
         matches = await self.matches(tenant_id, ring, number)
         now = isoformat(self.clock.now())
-        new_index = ring.blind_index(corrected)
         rectified: list[str] = []
         held: list[str] = []
         conflicts = 0
@@ -432,10 +433,11 @@ class SubjectService:
                            for r in ("from", "to")}
                 sealed = ring.seal_record(PARTIES_RECORD, m.row["id"], json.dumps(
                     parties, separators=(",", ":")).encode(), unit=next(units, None))
+                # Both indexes recomputed: the kept party's may be under a version a
+                # reindex is moving away from.
                 prepared[m.row["id"]] = (
-                    sealed,
-                    new_index if "from" in m.roles else m.row["from_index"],
-                    new_index if "to" in m.roles else m.row["to_index"])
+                    sealed, *(ring.blind_index(parties[r]) if parties[r] else None
+                              for r in ("from", "to")))
 
             def unit(tx: WriteTx, chunk: list[Match] = chunk, prepared: dict = prepared):
                 holds = self.retention.holds.active_tx(tx, tenant_id, ring)

@@ -2,11 +2,14 @@
 through tombstones, plus the rare full scan for orphans.
 
 Invariants:
-- A recording row's deletion removes its wrapped data key in the same transaction and
-  leaves a tombstone (a trigger does it for any way a row goes), so the file is
-  unreadable from the commit on; the file is unlinked after the commit, then the
-  tombstone cleared. A crash at any point leaves at worst an unreadable file that the next
+- A recording row's deletion leaves a tombstone (a trigger does it for any way a row
+  goes, and deletes a legacy `blob_keys` row with it); the recording's own key leaves
+  the key store right after the commit (gateway/lifecycle/class_queries.py), so the file
+  is unreadable from then on; the file is unlinked after the commit, then the tombstone
+  cleared. A crash at any point leaves at worst an unreadable file that the next
   `collect()` removes.
+- `scan_orphans` removes legacy `blob_keys` rows without a recording; keys in the key
+  store are named only by rows and the deletion ledger.
 - Tenants being offboarded are skipped: offboarding removes their whole directory.
 - The orphan scan is safe while others write: a recording's row is committed before its
   file exists, and the rows are read after the files are listed.

@@ -1,6 +1,7 @@
-"""Unit keys in the key store: one key per erasable unit (a call's parties, each event),
-written in per-tenant segments that share one key-store write per batch, and deleted from
-the key store when the unit is erased, with a deletion ledger beside them.
+"""Unit keys in the key store: one key per erasable unit (a call's parties, each event,
+each recording, each legal hold), written in per-tenant segments that share one key-store
+write per batch, and deleted from the key store when the unit is erased, with a deletion
+ledger beside them.
 
 Invariants:
 - A new key is durable in the key store before `new_keys` returns, so before the rows
@@ -19,7 +20,11 @@ Invariants:
 - Erasing rewrites each touched segment without the erased entries under a fresh
   segment key (the key store's `put` shreds what it replaces) or deletes the segment when
   nothing is left. Rewrites of one segment are serialised in this process; across
-  replicas a lost update is repaired by `replay_ledger`, which re-deletes every listed key.
+  replicas two rewrites of one segment can race (each read the segment before the other
+  wrote it) and the later write brings back a key the earlier one erased. Every replica
+  repairs that periodically (`replay_recent`, gateway/lifecycle/ledger.py's job): the keys
+  named by ledger entries of the last few minutes are deleted again, so a resurrected key
+  lives at most one job interval; the start-up replay re-deletes every listed key.
 - Erasure writes the ledger entry before deleting keys and after the rows' commit, and
   start-up replays every ledger entry: rows named there that a restored database brings
   back are deleted again, and keys a restored key store brings back are deleted again.
@@ -32,7 +37,8 @@ import json
 import time
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
+from datetime import timedelta
 from typing import Any
 
 import keys
@@ -61,6 +67,28 @@ async def truncate_wal(db: Any) -> None:
 
 def segment_name(tenant_id: str, segment_id: uuid.UUID) -> str:
     return f"{uuid.UUID(tenant_id)}/units/{segment_id}"
+
+
+async def _nothing() -> None:
+    return None
+
+
+class _Durable:
+    """Awaitable any number of times (or never): done when the keys' segment write is; a
+    waiter's cancellation never cancels the write others wait for."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self, done: asyncio.Future[None] | None) -> None:
+        self._done = done
+
+    def __await__(self):
+        if self._done is None:
+            return _nothing().__await__()
+        return asyncio.shield(self._done).__await__()
+
+
+_DONE = _Durable(None)
 
 
 class _Batch:
@@ -103,6 +131,8 @@ class UnitKeys:
         self._spare: dict[str, deque[keys.UnitKey]] = {}
         self._refilling: dict[str, asyncio.Future[None]] = {}
         self._generation: dict[str, int] = {}
+        # Ledger entries read by `replay_recent`, per tenant: name -> the keys it names.
+        self._recent: dict[str, dict[str, list[tuple[uuid.UUID, uuid.UUID]]]] = {}
 
     # -- new keys ------------------------------------------------------------------------
     async def new_keys(self, tenant_id: str, count: int) -> list[keys.UnitKey]:
@@ -119,6 +149,23 @@ class UnitKeys:
         batch.units.extend(units)
         await asyncio.shield(batch.done)
         return units
+
+    async def reserve_keys(self, tenant_id: str, count: int
+                           ) -> tuple[list[keys.UnitKey], Awaitable[None]]:
+        """`count` new unit keys now, and what to await before anything sealed under them
+        may become durable (a recording: before its blob is committed or checkpointed).
+        The key-store write then overlaps the caller's own first commit."""
+        if count <= 0:
+            return [], _DONE
+        if self._ahead:
+            return await self._take_spare(tenant_id, count), _DONE
+        batch = self._open.get(tenant_id)
+        if batch is None or len(batch.units) + count > keys.MAX_SEGMENT_ENTRIES:
+            batch = self._open[tenant_id] = _Batch()
+            asyncio.get_running_loop().create_task(self._flush(tenant_id, batch))
+        units = [keys.new_unit_key(batch.segment_id) for _ in range(count)]
+        batch.units.extend(units)
+        return units, _Durable(batch.done)
 
     async def _flush(self, tenant_id: str, batch: _Batch) -> None:
         lock = self._flush_locks.setdefault(tenant_id, asyncio.Lock())
@@ -177,6 +224,16 @@ class UnitKeys:
         task.add_done_callback(lambda t: t.cancelled() or t.exception())
         self._refilling[tenant_id] = task
         return task
+
+    async def store_units(self, tenant_id: str, segment_id: uuid.UUID,
+                          units: list[keys.UnitKey]) -> None:
+        """Write one segment holding exactly `units` (all of `segment_id`), durable when
+        this returns: keys made outside `new_keys` (a recording's data key moved in from
+        the database, gateway/calls/recordings.migrate_recording_keys)."""
+        name = segment_name(tenant_id, segment_id)
+        await self.key_store.put(name, keys.encode_segment(
+            await self.wrapping_key(tenant_id), uuid.UUID(tenant_id), segment_id, units))
+        self._remember(name, {u.entry_id: u for u in units})
 
     # -- reading -------------------------------------------------------------------------
     def view(self, tenant_id: str) -> _TenantView:
@@ -238,9 +295,21 @@ class UnitKeys:
         await self._write_ledger(tenant_id, refs, rows or {})
         return await self._delete_refs(tenant_id, refs)
 
+    async def discard(self, tenant_id: str, sealed: Iterable[bytes | None]) -> int:
+        """Delete the unit keys of these values without a ledger entry: keys that never
+        sealed anything a tenant saw (a data key moved in twice by racing processes)."""
+        return await self._delete_refs(tenant_id, [
+            ref for value in sealed if value is not None
+            for ref in [keys.unit_ref(bytes(value))] if ref is not None])
+
+    def _stamp(self, seconds_ago: float = 0.0) -> str:
+        """A ledger name's time part; names sort by it (fixed width, UTC)."""
+        return isoformat(self.clock.now() - timedelta(seconds=seconds_ago)
+                         ).replace(":", "").replace("-", "")
+
     async def _write_ledger(self, tenant_id: str, refs: list[tuple[uuid.UUID, uuid.UUID]],
                             rows: dict[str, list[str]]) -> None:
-        stamp = isoformat(self.clock.now()).replace(":", "").replace("-", "")
+        stamp = self._stamp()
         body = {"at": isoformat(self.clock.now()),
                 "units": [f"{s}.{e}" for s, e in refs],
                 **{k: sorted(v) for k, v in rows.items() if v}}
@@ -293,6 +362,28 @@ class UnitKeys:
                 segment, _, unit = text.partition(".")
                 refs.append((uuid.UUID(segment), uuid.UUID(unit)))
         return await self._delete_refs(tenant_id, refs) if refs else 0
+
+    async def replay_recent(self, tenant_id: str, window_seconds: float) -> int:
+        """Delete again the keys named by ledger entries written in the last
+        `window_seconds` (the periodic repair of a lost segment update, see the
+        invariants); entries already read are kept in memory, so a tick reads the listing,
+        new entries and the touched segments. Returns how many keys were found again."""
+        prefix = f"{uuid.UUID(tenant_id)}/{LEDGER_PREFIX}/"
+        since = prefix + self._stamp(window_seconds)
+        seen = self._recent.setdefault(tenant_id, {})
+        names = [n for n in await self.key_store.list(prefix) if n >= since]
+        for name in list(seen):
+            if name < since:
+                del seen[name]
+        refs: set[tuple[uuid.UUID, uuid.UUID]] = set()
+        for name in names:
+            if name not in seen:
+                data = await self.key_store.get(name)
+                seen[name] = [] if data is None else [
+                    (uuid.UUID(s), uuid.UUID(e)) for s, _, e in
+                    (text.partition(".") for text in json.loads(data).get("units", []))]
+            refs.update(seen[name])
+        return await self._delete_refs(tenant_id, sorted(refs)) if refs else 0
 
     async def forget_tenant(self, tenant_id: str) -> int:
         """Offboarding: delete every segment and ledger entry of the tenant."""

@@ -10,7 +10,8 @@ writes the true WAV header into the recording's sealed metadata (`prefix`: the b
 append-only, so the header is served in front of it) and flips the row visible.
 
 Crash recovery (`recover_stream`, the "stream" recovery handler): a 'writing' stream row
-whose lease ran out keeps exactly its checkpointed segments: the temp blob is cut to them,
+whose lease ran out keeps exactly its checkpointed segments (opened with the recording's
+own key from the key store, which also seals the new metadata): the temp blob is cut to them,
 the last one is re-sealed as last (keys.BlobReader.reseal_truncated), and the row becomes
 an 'incomplete' recording with a header for that length. Nothing durable -> deleted.
 """
@@ -352,13 +353,15 @@ class MediaService:
         checkpoint = await self.db.fetchone(
             "SELECT format, durable_bytes, stats FROM media_checkpoints WHERE recording_id = ?",
             (rid,))
-        key = await self.db.fetchone("SELECT wrapped FROM blob_keys WHERE object_id = ?",
-                                     (rid,))
+        key = await self.db.fetchone(
+            "SELECT r.id, r.key_ref, k.wrapped FROM recordings r LEFT JOIN blob_keys k"
+            " ON k.object_id = r.id WHERE r.id = ?", (rid,))
         length = None
+        units = None
         if checkpoint is not None and key is not None:
-            ring = await self.services.keyring.for_tenant(tenant)
-            reader = ring.open_blob(uuid.UUID(rid), bytes(key["wrapped"]))
             try:
+                # The recording's own key (in the key store; a legacy row: blob_keys).
+                reader, units = await recordings.blob_reader(tenant, dict(key))
                 length = await self._seal_blob(tenant, rid, reader,
                                                int(checkpoint["durable_bytes"]))
             except (keys.DecryptionError, OSError):
@@ -377,7 +380,8 @@ class MediaService:
         meta = {"content_type": CONTENT_TYPE, "length": length,
                 "prefix": base64.b64encode(prefix).decode(), "format": fmt}
         ring = await self.services.keyring.for_tenant(tenant)
-        sealed = ring.seal_record(META_RECORD, rid, json.dumps(meta).encode())
+        unit_key = next(iter(units.values()), None) if units else None
+        sealed = ring.seal_record(META_RECORD, rid, json.dumps(meta).encode(), unit=unit_key)
         now = isoformat(self.clock.now())
 
         def unit(tx) -> None:

@@ -59,6 +59,14 @@ def _placeholders(segment: str) -> str:
     return _NAMED.sub(r"%(\1)s", segment)
 
 
+# unhex(column) (SQLite) is decode(column, 'hex') on PostgreSQL.
+_UNHEX = re.compile(r"\bunhex\((\w+)\)", re.IGNORECASE)
+
+
+def _functions(segment: str) -> str:
+    return _UNHEX.sub(r"decode(\1, 'hex')", segment)
+
+
 _CROSS_JOIN_ON = re.compile(r"\bCROSS\s+JOIN\s+(\w+(?:\s+(?!ON\b)\w+)?)\s+ON\b",
                             re.IGNORECASE)
 
@@ -73,7 +81,7 @@ def to_postgresql(sql: str, for_update: bool = False) -> str:
     # SQLite reads "CROSS JOIN t ON ..." as an inner join whose order the planner keeps;
     # PostgreSQL knows no ON after CROSS JOIN (and plans the order itself).
     sql = _CROSS_JOIN_ON.sub(r"JOIN \1 ON", sql)
-    out = _rewrite_outside_quotes(sql, _placeholders)
+    out = _rewrite_outside_quotes(sql, lambda segment: _placeholders(_functions(segment)))
     if ignore:
         out = out.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
     if for_update:
@@ -124,6 +132,16 @@ POSTGRESQL_TRIGGERS: dict[str, tuple[str, ...]] = {
        for table, what in (("audit_entries", "audit entries"), ("audit_nodes", "audit nodes"),
                            ("audit_checkpoints", "audit checkpoints"))
        for suffix, event in (("u", "UPDATE"), ("d", "DELETE"))},
+    # Migration 0012 (audit retention): UPDATE may only empty an entry as it expires.
+    "audit_entries_append_only_u": (
+        "CREATE OR REPLACE FUNCTION vgw_audit_entries_expire_only() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN IF NOT (OLD.expired_at IS NULL AND NEW.expired_at IS"
+        " NOT NULL AND length(NEW.entry) = 0 AND NEW.tenant_id = OLD.tenant_id AND NEW.seq ="
+        " OLD.seq) THEN RAISE EXCEPTION 'audit entries are append-only (only expiry may"
+        " empty one)'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER audit_entries_append_only_u BEFORE UPDATE ON audit_entries"
+        " FOR EACH ROW EXECUTE FUNCTION vgw_audit_entries_expire_only()",
+    ),
     "recordings_shred_on_delete": (
         "CREATE OR REPLACE FUNCTION vgw_recordings_shred() RETURNS trigger LANGUAGE plpgsql"
         " AS $$ BEGIN DELETE FROM blob_keys WHERE object_id = OLD.id;"

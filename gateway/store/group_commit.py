@@ -11,6 +11,9 @@ Invariants:
 - A unit's future resolves only after the commit that carried it is durable.
 - If the commit itself fails, every unit of the batch gets the error (none gets a 2xx).
 - One failing unit does not sink its neighbours: backends run each unit in a savepoint.
+- Units that carry the same `together` runner (see `together_groups`) may run as one
+  set-based step in one savepoint; if that step raises, the backend rolls it back and runs
+  those units one by one as above, so the outcome is the same as running them one by one.
 - after_commit callbacks run on the event loop, after durability, in unit order.
 """
 
@@ -31,6 +34,29 @@ T = TypeVar("T")
 Unit = Callable[[Any], Any]
 # (units) -> ([(ok, result_or_exception)], [after-commit callbacks]); runs on the writer thread.
 CommitBatch = Callable[[list[Unit]], tuple[list[tuple[bool, Any]], list[Callable[[], None]]]]
+
+
+# A unit may carry `unit.together = runner`: consecutive units of a batch with the same
+# runner are handed to `runner(tx, units)` at once, which returns one (ok, result_or_error)
+# per unit (a unit refused without writing anything may get (False, error)). Why: a batch
+# of webhook deliveries then costs a few statements instead of several per event (each
+# statement is a GIL round trip on the writer thread, shared with the event loop).
+TOGETHER = "together"
+
+
+def together_groups(fns: list[Unit]) -> list[list[Unit]]:
+    """The batch cut into runs of consecutive units sharing a `together` runner; a unit
+    without one is a run of its own."""
+    groups: list[list[Unit]] = []
+    previous = None
+    for fn in fns:
+        runner = getattr(fn, TOGETHER, None)
+        if runner is not None and groups and runner == previous:
+            groups[-1].append(fn)
+        else:
+            groups.append([fn])
+        previous = runner
+    return groups
 
 
 @dataclass

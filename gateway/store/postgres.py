@@ -30,7 +30,12 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import POSTGRESQL, ddl_to_postgresql, to_postgresql
-from gateway.store.group_commit import BatchingDatabase, GroupCommitWriter
+from gateway.store.group_commit import (
+    TOGETHER,
+    BatchingDatabase,
+    GroupCommitWriter,
+    together_groups,
+)
 from gateway.store.migrations import migration_files, split_statements
 
 log = logging.getLogger("gateway.store")
@@ -222,11 +227,14 @@ class PostgresDatabase(BatchingDatabase):
         outcomes: list[tuple[bool, Any]] = []
         callbacks: list[Callable[[], None]] = []
         try:
-            for fn in fns:
-                outcome, tx = self._run_unit(conn, fn)
-                outcomes.append(outcome)
-                if outcome[0]:
-                    callbacks.extend(tx.after_commit)
+            for group in together_groups(fns):
+                if len(group) > 1 and self._run_together(conn, group, outcomes, callbacks):
+                    continue
+                for fn in group:
+                    outcome, tx = self._run_unit(conn, fn)
+                    outcomes.append(outcome)
+                    if outcome[0]:
+                        callbacks.extend(tx.after_commit)
             conn.commit()
         except BaseException:
             if not conn.closed:
@@ -238,6 +246,35 @@ class PostgresDatabase(BatchingDatabase):
         if self._observe_latency is not None:
             self._observe_latency("commit", time.perf_counter() - started)
         return outcomes, callbacks
+
+    @staticmethod
+    def _run_together(conn: psycopg.Connection, group: list[Callable[[PgWriteTx], Any]],
+                      outcomes: list[tuple[bool, Any]], callbacks: list[Callable[[], None]]
+                      ) -> bool:
+        """Run units sharing a `together` runner as one step (group_commit.together_groups);
+        False if it failed and was undone: the caller runs them one by one, where a UNIQUE
+        race with another replica or a deadlock gets its retry."""
+        conn.execute("SAVEPOINT together")
+        tx = PgWriteTx(conn)
+        try:
+            results = getattr(group[0], TOGETHER)(tx, group)
+        except psycopg.OperationalError as exc:
+            # A deadlock victim (an OperationalError too) is undone and retried unit by
+            # unit; anything else means the connection is gone: the whole batch fails.
+            if not isinstance(exc, pg_errors.DeadlockDetected):
+                raise
+            conn.execute("ROLLBACK TO SAVEPOINT together")
+            conn.execute("RELEASE SAVEPOINT together")
+            return False
+        except Exception as exc:
+            conn.execute("ROLLBACK TO SAVEPOINT together")
+            conn.execute("RELEASE SAVEPOINT together")
+            log.debug("set-based step undone, units run one by one: %s", type(exc).__name__)
+            return False
+        conn.execute("RELEASE SAVEPOINT together")
+        outcomes.extend(results)
+        callbacks.extend(tx.after_commit)
+        return True
 
     @staticmethod
     def _run_unit(conn: psycopg.Connection, fn: Callable[[PgWriteTx], Any]

@@ -25,7 +25,12 @@ import aiosqlite
 
 from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import SQLITE
-from gateway.store.group_commit import BatchingDatabase, GroupCommitWriter
+from gateway.store.group_commit import (
+    TOGETHER,
+    BatchingDatabase,
+    GroupCommitWriter,
+    together_groups,
+)
 from gateway.store.migrations import migration_files, split_statements
 
 log = logging.getLogger("gateway.store")
@@ -142,20 +147,11 @@ class SqliteDatabase(BatchingDatabase):
         callbacks: list[Callable[[], None]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for fn in fns:
-                conn.execute("SAVEPOINT unit")
-                # A fresh view per unit: a unit that rolls back takes its callbacks with it.
-                tx = SqliteWriteTx(conn)
-                try:
-                    result = fn(tx)
-                except Exception as exc:  # the unit's own failure: undo only its writes
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
-                    outcomes.append((False, _unavailable_if_full(exc)))
-                else:
-                    conn.execute("RELEASE unit")
-                    outcomes.append((True, result))
-                    callbacks.extend(tx.after_commit)
+            for group in together_groups(fns):
+                if len(group) > 1 and self._run_together(conn, group, outcomes, callbacks):
+                    continue
+                for fn in group:
+                    self._run_unit(conn, fn, outcomes, callbacks)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -165,6 +161,44 @@ class SqliteDatabase(BatchingDatabase):
                 raise mapped from None
             raise
         return outcomes, callbacks
+
+    @staticmethod
+    def _run_unit(conn: sqlite3.Connection, fn: Callable[[SqliteWriteTx], Any],
+                  outcomes: list[tuple[bool, Any]], callbacks: list[Callable[[], None]]
+                  ) -> None:
+        conn.execute("SAVEPOINT unit")
+        # A fresh view per unit: a unit that rolls back takes its callbacks with it.
+        tx = SqliteWriteTx(conn)
+        try:
+            result = fn(tx)
+        except Exception as exc:  # the unit's own failure: undo only its writes
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
+            outcomes.append((False, _unavailable_if_full(exc)))
+        else:
+            conn.execute("RELEASE unit")
+            outcomes.append((True, result))
+            callbacks.extend(tx.after_commit)
+
+    @staticmethod
+    def _run_together(conn: sqlite3.Connection, group: list[Callable[[SqliteWriteTx], Any]],
+                      outcomes: list[tuple[bool, Any]], callbacks: list[Callable[[], None]]
+                      ) -> bool:
+        """Run units sharing a `together` runner as one step (group_commit.together_groups);
+        False if it failed and was undone (the caller then runs them one by one)."""
+        conn.execute("SAVEPOINT together")
+        tx = SqliteWriteTx(conn)
+        try:
+            results = getattr(group[0], TOGETHER)(tx, group)
+        except Exception as exc:
+            conn.execute("ROLLBACK TO together")
+            conn.execute("RELEASE together")
+            log.debug("set-based step undone, units run one by one: %s", type(exc).__name__)
+            return False
+        conn.execute("RELEASE together")
+        outcomes.extend(results)
+        callbacks.extend(tx.after_commit)
+        return True
 
     # -- reads ----------------------------------------------------------------------------
     # Each read runs and completes in one hop to the reader thread. With execute() and
@@ -221,6 +255,9 @@ def apply_migrations_sync(conn: sqlite3.Connection) -> list[str]:
     """Apply numbered migrations in order, each in its own transaction. Two processes
     starting at once are safe: BEGIN IMMEDIATE serialises them and the second sees the
     first's versions."""
+    if sqlite3.sqlite_version_info < (3, 41):
+        # Migration 0009 converts hex text with unhex(), built into SQLite from 3.41.
+        conn.create_function("unhex", 1, _unhex, deterministic=True)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
         " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")
@@ -244,6 +281,14 @@ def apply_migrations_sync(conn: sqlite3.Connection) -> list[str]:
         applied.append(name)
         log.info("applied migration %s", name)
     return applied
+
+
+def _unhex(text: str | None) -> bytes | None:
+    """SQLite's unhex(X) for one argument: NULL for NULL or text that is not hex."""
+    try:
+        return None if text is None else bytes.fromhex(text)
+    except (TypeError, ValueError):
+        return None
 
 
 # SQLITE_FULL and the SQLITE_IOERR family (result code & 0xff): the disk is full or failing.

@@ -9,6 +9,13 @@ database by default, or an S3 bucket/prefix apart from the recordings), named
 makes every copy of the rows unreadable, backups included. A tenant without one (created
 before tenant root keys existed) has its rows wrapped directly under the root key.
 
+Blind index: each tenant's index version (BIK version and width) is stored beside it in
+`blind_index_state` (gateway/lifecycle/blind_index.py), written when the tenant is created
+(`[privacy] blind_index_bits` is only the starting width) or, for a tenant from before the
+table, the first time its ring opens. The ring indexes new rows under the target of a
+reindex under way and matches under both, so neither a config change nor a reindex ever
+makes a lookup miss.
+
 Opened rings are cached for `cache_seconds`; after that the next use re-reads the tenant's
 key versions, so a rotation or an offboarding done by another replica sharing the
 database reaches this one within that time (the rotation job waits longer than this
@@ -71,22 +78,54 @@ class KeyRing:
         cached = self._open.get(tenant_id)
         if cached is not None and time.monotonic() - cached[2] < self.cache_seconds:
             return cached[0]
+        # The index state first: a reindex that completes between the two reads has only
+        # removed a BIK the state no longer names as the target.
+        indexes = await self._blind_indexes(tenant_id)
         rows = await self.db.fetchall(
             "SELECT kind, version, wrapped FROM tenant_keys WHERE tenant_id = ?", (tenant_id,))
         if not rows:
             self.forget(tenant_id)
             raise keys.DecryptionError("no keys for tenant")
-        versions = frozenset((r["kind"], r["version"]) for r in rows)
+        biks = {r["version"] for r in rows if r["kind"] == "bik"}
+        if indexes is None:
+            indexes = await self._first_blind_index(tenant_id, min(biks, default=1))
+        # The target first; a source version already destroyed is matched no more.
+        indexes = tuple(p for i, p in enumerate(indexes) if i == 0 or p[0] in biks)
+        versions = frozenset((r["kind"], r["version"]) for r in rows) | {("index", indexes)}
         if cached is not None and cached[1] == versions:
             self._open[tenant_id] = (cached[0], versions, time.monotonic())
             return cached[0]
         opened = keys.open_tenant_keys(
             await self.wrapping_key(tenant_id), uuid.UUID(tenant_id),
             [keys.WrappedKey(r["kind"], r["version"], bytes(r["wrapped"])) for r in rows],
-            blind_index_bits=self.blind_index_bits,
+            blind_indexes=indexes,
             units=self.units.view(tenant_id) if self.units is not None else None)
         self._open[tenant_id] = (opened, versions, time.monotonic())
         return opened
+
+    async def _blind_indexes(self, tenant_id: str) -> tuple[tuple[int, int], ...] | None:
+        """(BIK version, bits) pairs the tenant's rows are indexed under, the target of a
+        reindex under way first; None if the tenant has no stored state yet."""
+        row = await self.db.fetchone(
+            "SELECT bik_version, bits, next_bik_version, next_bits FROM blind_index_state"
+            " WHERE tenant_id = ?", (tenant_id,))
+        if row is None:
+            return None
+        current = (row["bik_version"], row["bits"])
+        if row["next_bik_version"] is None:
+            return (current,)
+        return ((row["next_bik_version"], row["next_bits"]), current)
+
+    async def _first_blind_index(self, tenant_id: str, bik_version: int
+                                 ) -> tuple[tuple[int, int], ...]:
+        """Store the index state of a tenant from before it was stored: its rows were
+        indexed at the configured width, so that width is what it is recorded with."""
+        now = isoformat(self.clock.now())
+        await self.db.write(lambda tx: tx.execute(
+            "INSERT INTO blind_index_state (tenant_id, bik_version, bits, updated_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id) DO NOTHING",
+            (tenant_id, bik_version, self.blind_index_bits, now)))
+        return await self._blind_indexes(tenant_id) or ((bik_version, self.blind_index_bits),)
 
     async def prefetch_units(self, tenant_id: str, sealed: Any) -> None:
         """Load the unit keys these sealed values need, so the tenant's ring opens them
@@ -147,6 +186,11 @@ class KeyRing:
                 "INSERT INTO tenant_keys (tenant_id, kind, version, wrapped, created_at)"
                 " VALUES (?, ?, ?, ?, ?)", (tenant_id, wrapped.kind, wrapped.version,
                                             wrapped.wrapped, now))
+        # Its blind index starts at the configured width, stored so a later config change
+        # never changes what its rows are indexed under.
+        bik = min(w.version for w in wrapped_keys if w.kind == "bik")
+        tx.execute("INSERT INTO blind_index_state (tenant_id, bik_version, bits, updated_at)"
+                   " VALUES (?, ?, ?, ?)", (tenant_id, bik, self.blind_index_bits, now))
 
     async def destroy_tenant_root_key(self, tenant_id: str) -> bool:
         """Crypto-shred the tenant: its root key leaves the key store. True if there was

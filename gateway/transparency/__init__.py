@@ -36,13 +36,14 @@ from gateway.transparency.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from gateway.transparency.verify import VerifyReport, build_bundle, verify_bundle
+from gateway.transparency.verify import ExpiredEntry, VerifyReport, build_bundle, verify_bundle
 
 __all__ = [
     "EMPTY_ROOT",
     "Checkpoint",
     "CheckpointError",
     "EntryError",
+    "ExpiredEntry",
     "MemoryNodeStore",
     "VerifyReport",
     "append_leaf",

@@ -47,7 +47,7 @@ from gateway.transparency.checkpoint import (
     verifier_key_string,
 )
 from gateway.transparency.entries import encode_entry, format_time
-from gateway.transparency.verify import VerifyReport, build_bundle, verify_bundle
+from gateway.transparency.verify import ExpiredEntry, VerifyReport, build_bundle, verify_bundle
 
 log = logging.getLogger("gateway.audit")
 
@@ -284,11 +284,30 @@ class AuditLog:
         return row["size"] if row is not None else 0
 
     async def entries(self, tenant_id: str, start: int, end: int) -> list[bytes]:
-        """Entry bytes for seq in [start, end)."""
+        """Entry bytes for seq in [start, end); b"" for an entry audit retention expired
+        (gateway/transparency/retention.py)."""
         rows = await self.db.fetchall(
             "SELECT entry FROM audit_entries WHERE tenant_id = ? AND seq >= ? AND seq < ?"
             " ORDER BY seq", (tenant_id, start, end))
         return [bytes(r["entry"]) for r in rows]
+
+    async def entries_or_expired(self, tenant_id: str, start: int, end: int
+                                 ) -> list[bytes | ExpiredEntry]:
+        """Like `entries`, with each expired entry as an `ExpiredEntry` carrying its stored
+        leaf hash (what stands in for it in the tree)."""
+        rows = await self.db.fetchall(
+            "SELECT seq, entry, expired_at FROM audit_entries WHERE tenant_id = ? AND seq >= ?"
+            " AND seq < ? ORDER BY seq", (tenant_id, start, end))
+        expired = [r["seq"] for r in rows if r["expired_at"] is not None]
+        leaves: dict[int, bytes] = {}
+        if expired:
+            leaves = {r["idx"]: bytes(r["hash"]) for r in await self.db.fetchall(
+                "SELECT idx, hash FROM audit_nodes WHERE tenant_id = ? AND level = 0"
+                " AND idx >= ? AND idx <= ?", (tenant_id, expired[0], expired[-1]))}
+        if any(seq not in leaves for seq in expired):
+            raise AuditLogDamaged("audit log node missing")
+        return [bytes(r["entry"]) if r["expired_at"] is None else ExpiredEntry(leaves[r["seq"]])
+                for r in rows]
 
     async def _with_nodes(self, tenant_id: str, fn: Callable[[merkle.GetNode], Any]) -> Any:
         """Run a pure tree function whose node reads depend only on sizes: plan the reads
@@ -398,9 +417,10 @@ class AuditLog:
         await self.checkpoint(tenant_id)
         origin = await self.origin(tenant_id)
         size = await self.size(tenant_id)
-        entries: list[bytes] = []
+        entries: list[bytes | ExpiredEntry] = []
         for start in range(0, size, MAX_ENTRIES_PAGE):
-            entries.extend(await self.entries(tenant_id, start, start + MAX_ENTRIES_PAGE))
+            entries.extend(await self.entries_or_expired(tenant_id, start,
+                                                         start + MAX_ENTRIES_PAGE))
         notes: list[str] = []
         after = -1
         while True:
@@ -456,12 +476,17 @@ async def verify_stored_log(db: Database, tenant_id: str, trusted_key: str) -> V
         report.problems.append("no log for this tenant")
         return report
     rows = await db.fetchall(
-        "SELECT seq, entry FROM audit_entries WHERE tenant_id = ? ORDER BY seq", (tenant_id,))
-    seqs, entries = [r["seq"] for r in rows], [bytes(r["entry"]) for r in rows]
+        "SELECT seq, entry, expired_at FROM audit_entries WHERE tenant_id = ? ORDER BY seq",
+        (tenant_id,))
     notes = [r["note"] for r in await db.fetchall(
         "SELECT note FROM audit_checkpoints WHERE tenant_id = ? ORDER BY size", (tenant_id,))]
     stored_nodes = {(r["level"], r["idx"]): bytes(r["hash"]) for r in await db.fetchall(
         "SELECT level, idx, hash FROM audit_nodes WHERE tenant_id = ?", (tenant_id,))}
+    seqs = [r["seq"] for r in rows]
+    # An expired entry's stored leaf hash stands in for it (docs/transparency.md §7).
+    entries: list[bytes | ExpiredEntry] = [
+        bytes(r["entry"]) if r["expired_at"] is None
+        else ExpiredEntry(stored_nodes.get((0, r["seq"]), b"")) for r in rows]
     origin, size = head["origin"], head["size"]
     public = parse_verifier_key(trusted_key)[1]
     report = verify_bundle(build_bundle(origin, origin, public, entries, notes),
@@ -473,6 +498,8 @@ async def verify_stored_log(db: Database, tenant_id: str, trusted_key: str) -> V
         report.problems.append(f"log: head says {size} entries, {len(entries)} stored "
                                "(entries deleted or head altered)")
     for i, data in enumerate(entries):
+        if isinstance(data, ExpiredEntry):
+            continue
         if stored_nodes.get((0, i)) != merkle.hash_leaf(data):
             report.problems.append(f"entry {i}: does not match its stored leaf hash "
                                    "(tampered entry or node)")

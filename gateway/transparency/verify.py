@@ -10,6 +10,12 @@ A bundle is the JSON object::
       "checkpoints": ["<signed note>", ...]              # oldest first
     }
 
+An entry that audit retention expired (docs/transparency.md §7) has no bytes any more; it
+is written ``{"state": "expired", "leaf_hash": "<base64 32-byte leaf hash>"}`` in its
+place, and its stored leaf hash stands in for it in the tree. Expired entries are always
+the oldest ones (times never go backwards in a log, and retention expires by age), so an
+expired entry after a kept one is a problem.
+
 ``verify_bundle`` recomputes the Merkle tree from the entries and checks that every
 checkpoint is signed by the key, names the origin, commits to exactly the recomputed
 root at its size, and that the checkpoints only ever grow and are consistent with each
@@ -36,7 +42,17 @@ from gateway.transparency.checkpoint import (
 from gateway.transparency.entries import EntryError, decode_entry
 from gateway.transparency.merkle import MemoryNodeStore, hash_leaf, root_hash, verify_consistency
 
-__all__ = ["VerifyReport", "build_bundle", "verify_bundle"]
+__all__ = ["ExpiredEntry", "VerifyReport", "build_bundle", "verify_bundle"]
+
+
+@dataclass(frozen=True)
+class ExpiredEntry:
+    """An entry whose bytes audit retention removed: only its leaf hash is left."""
+    leaf_hash: bytes
+
+    def as_dict(self) -> dict[str, str]:
+        return {"state": "expired",
+                "leaf_hash": base64.b64encode(self.leaf_hash).decode("ascii")}
 
 
 @dataclass
@@ -45,6 +61,7 @@ class VerifyReport:
     problems: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     entries: int = 0
+    expired: int = 0            # leading entries expired by audit retention
     checkpoints: int = 0
     verified_size: int = 0      # largest checkpoint size that verified completely
     root: bytes | None = None   # its root
@@ -53,21 +70,23 @@ class VerifyReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok, "problems": list(self.problems), "warnings": list(self.warnings),
-            "entries": self.entries, "checkpoints": self.checkpoints,
+            "entries": self.entries, "expired": self.expired,
+            "checkpoints": self.checkpoints,
             "verified_size": self.verified_size,
             "root": None if self.root is None else base64.b64encode(self.root).decode(),
             "verifier_key": self.verifier_key,
         }
 
 
-def build_bundle(origin: str, key_name: str, public_key: bytes, entries: list[bytes],
-                 checkpoints: list[str]) -> dict[str, Any]:
-    """The export format, from raw entry bytes and signed checkpoint notes."""
+def build_bundle(origin: str, key_name: str, public_key: bytes,
+                 entries: list[bytes | ExpiredEntry], checkpoints: list[str]) -> dict[str, Any]:
+    """The export format, from raw entry bytes (or expired entries) and signed notes."""
     return {
         "origin": origin,
         "key_name": key_name,
         "public_key": base64.b64encode(public_key).decode("ascii"),
-        "entries": [base64.b64encode(e).decode("ascii") for e in entries],
+        "entries": [e.as_dict() if isinstance(e, ExpiredEntry)
+                    else base64.b64encode(e).decode("ascii") for e in entries],
         "checkpoints": list(checkpoints),
     }
 
@@ -128,6 +147,18 @@ def verify_bundle(bundle: Any, *, trusted_key: str | None = None) -> VerifyRepor
     leaf_hashes: list[bytes] = []
     previous_time: str | None = None
     for i, item in enumerate(raw_entries):
+        if isinstance(item, dict) and item.get("state") == "expired":
+            leaf = _b64(item.get("leaf_hash"))
+            if leaf is None or len(leaf) != 32:
+                problems.append(f"entry {i}: expired without a 32-byte leaf hash")
+                leaf = hash_leaf(b"")
+            elif report.expired != i:
+                problems.append(f"entry {i}: expired after a kept entry (retention expires"
+                                " the oldest entries first)")
+            else:
+                report.expired += 1
+            leaf_hashes.append(leaf)
+            continue
         data = _b64(item)
         if data is None:
             problems.append(f"entry {i}: not base64")

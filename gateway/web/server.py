@@ -120,8 +120,8 @@ class _GuardedConnection(asyncio.Protocol):
 
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCP transports are not subclasses of asyncio.Transport: no isinstance.
+        self.transport = transport  # type: ignore[assignment]
         if self.guard.active >= self.guard.limits.max_connections:
             self.guard.on_refused("at_capacity")
             transport.write(AT_CAPACITY_RESPONSE)

@@ -2,7 +2,9 @@
 
 Reads of the log are themselves logged: each request appends a `log_read` entry (durably,
 before answering; if that fails the read is refused) and then answers, so the entry is
-part of the tree the answer describes. Formats: docs/transparency.md."""
+part of the tree the answer describes. An entry that audit retention expired is served as
+`"state": "expired"` with its leaf hash and no bytes (docs/transparency.md §7); the others
+as `"state": "kept"`. Formats: docs/transparency.md."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from gateway.tenants.accounts import TenantPrincipal
 from gateway.transparency.entries import decode_entry
 from gateway.transparency.log import MAX_ENTRIES_PAGE, AuditLog, get_audit_log
 from gateway.transparency.merkle import hash_leaf
+from gateway.transparency.verify import ExpiredEntry
 from gateway.web.common import json_response, require_tenant, services
 
 log = logging.getLogger("gateway.transparency_api")
@@ -83,11 +86,18 @@ async def entries(request: web.Request) -> web.Response:
     if end - start > MAX_ENTRIES_PAGE:
         raise invalid("end", f"at most {MAX_ENTRIES_PAGE} entries per page")
     tenant, audit = await _logged(request, tenant, "entries", start=start, end=end)
-    rows = await audit.entries(tenant.tenant_id, start, end)
+    rows = await audit.entries_or_expired(tenant.tenant_id, start, end)
     return json_response({
         "start": start, "end": start + len(rows), "size": await audit.size(tenant.tenant_id),
-        "entries": [{"seq": start + i, "data": _b64(data), "leaf_hash": _b64(hash_leaf(data)),
-                     "entry": decode_entry(data)} for i, data in enumerate(rows)]})
+        "entries": [_entry_item(start + i, data) for i, data in enumerate(rows)]})
+
+
+def _entry_item(seq: int, data: bytes | ExpiredEntry) -> dict:
+    if isinstance(data, ExpiredEntry):
+        return {"seq": seq, "state": "expired", "data": None,
+                "leaf_hash": _b64(data.leaf_hash), "entry": None}
+    return {"seq": seq, "state": "kept", "data": _b64(data), "leaf_hash": _b64(hash_leaf(data)),
+            "entry": decode_entry(data)}
 
 
 @routes.get("/v1/transparency/proofs/inclusion")
@@ -100,8 +110,9 @@ async def inclusion(request: web.Request) -> web.Response:
     if size > await audit.size(tenant.tenant_id):
         raise invalid("size", "larger than the log")
     proof = await audit.inclusion_proof(tenant.tenant_id, index, size)
-    [data] = await audit.entries(tenant.tenant_id, index, index + 1)
-    return json_response({"index": index, "size": size, "leaf_hash": _b64(hash_leaf(data)),
+    [data] = await audit.entries_or_expired(tenant.tenant_id, index, index + 1)
+    leaf = data.leaf_hash if isinstance(data, ExpiredEntry) else hash_leaf(data)
+    return json_response({"index": index, "size": size, "leaf_hash": _b64(leaf),
                           "root": _b64(await audit.root(tenant.tenant_id, size)),
                           "proof": [_b64(p) for p in proof]})
 
@@ -136,8 +147,10 @@ async def export(request: web.Request) -> web.StreamResponse:
     head = {"origin": origin, "key_name": origin, "public_key": _b64(audit.public_key)}
     await response.write(json.dumps(head)[:-1].encode() + b', "entries": [')
     for start in range(0, cp.size, MAX_ENTRIES_PAGE):
-        rows = await audit.entries(tenant.tenant_id, start, min(start + MAX_ENTRIES_PAGE, cp.size))
-        chunk = ", ".join(json.dumps(_b64(d)) for d in rows)
+        rows = await audit.entries_or_expired(tenant.tenant_id, start,
+                                              min(start + MAX_ENTRIES_PAGE, cp.size))
+        chunk = ", ".join(json.dumps(d.as_dict() if isinstance(d, ExpiredEntry) else _b64(d))
+                          for d in rows)
         await response.write((", " if start else "").encode() + chunk.encode())
     await response.write(b'], "checkpoints": [')
     after, first = -1, True

@@ -4,10 +4,13 @@ paths on PostgreSQL + S3).
 
 - Restore: back up the database and the blobs, erase a subject and let retention delete
   another call, stop, put the backup back beside the current key store and root key,
-  start: the erased and expired calls and recordings are gone (404), their unit keys are
-  not in the key store (the backup alone cannot open them), everything else reads back.
+  start: the erased and expired calls and recordings are gone (404), their unit keys
+  (parties, events, each recording's data key) are not in the key store (the backup
+  alone cannot open them), everything else reads back, recordings whole and by range.
 - Forensics: after an erase, the database file, its WAL and every key-store file hold
-  neither the erased unit keys nor the erased sealed values (taken before the erase).
+  neither the erased unit keys (a recording's data key among them) nor the erased sealed
+  values (taken before the erase); after a recording stored before per-recording keys
+  moves into the key store, its wrapped data key is in neither the database nor its WAL.
 """
 
 from __future__ import annotations
@@ -15,11 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+import keys
 from gateway.lifecycle.unit_keys import segment_name
 from tests.lifecycle.helpers import iso, make_env
 from tests.support.server import start_gateway
@@ -49,12 +54,21 @@ def _restore(config, src: Path) -> None:
 
 
 async def _sealed(gateway, call_id: str) -> list[bytes]:
+    """The call's sealed values and its recordings' key references and sealed metadata."""
     db = gateway.services.db
     values = [bytes((await db.fetchone("SELECT parties FROM calls WHERE id = ?",
                                        (call_id,)))[0])]
     values += [bytes(r[0]) for r in await db.fetchall(
         "SELECT body FROM call_events WHERE call_id = ?", (call_id,))]
+    for key_ref, meta in await db.fetchall(
+            "SELECT key_ref, meta FROM recordings WHERE call_id = ?", (call_id,)):
+        values += [bytes(key_ref), bytes(meta)]
     return values
+
+
+async def _read(env, recording_id: str, range_header: str | None = None):
+    headers = {**env.auth, **({"Range": range_header} if range_header else {})}
+    return await env.request("GET", f"/v1/recordings/{recording_id}/audio", headers=headers)
 
 
 @pytest.mark.backends("sqlite")
@@ -65,9 +79,13 @@ async def test_restored_backup_never_serves_erased_or_expired_calls(config, cloc
         erased_rec = await env.recording(erased, ERASED_AUDIO)
         old = iso(clock.now() - timedelta(days=30))
         expired = await env.call("expired", from_number=OTHER, started_at=old)
+        expired_rec = await env.recording(expired, ERASED_AUDIO)
         kept = await env.call("kept", from_number=OTHER)
         kept_rec = await env.recording(kept, AUDIO)
+        kept_too = await env.recording(kept, AUDIO[::-1])
         doomed_sealed = await _sealed(gateway, erased) + await _sealed(gateway, expired)
+        # Per call: parties, its event, its recording's data key (key ref) and metadata.
+        assert len(doomed_sealed) == 2 * (2 + 2)
         _backup(config, tmp_path / "backup")
 
         code, result, _ = await env.request("POST", "/v1/subjects/erase",
@@ -89,16 +107,22 @@ async def test_restored_backup_never_serves_erased_or_expired_calls(config, cloc
         for call_id in (erased, expired):
             code, problem, _ = await env.request("GET", f"/v1/calls/{call_id}")
             assert code == 404, problem
-        code, _, _ = await env.request("GET", f"/v1/recordings/{erased_rec}/audio")
-        assert code == 404
+        for gone in (erased_rec, expired_rec):
+            for path in (f"/v1/recordings/{gone}", f"/v1/recordings/{gone}/audio"):
+                assert (await env.request("GET", path))[0] == 404
         code, found, _ = await env.request("POST", "/v1/subjects/search",
                                            json={"phone_number": SUBJECT})
         assert code == 200 and found["calls"] == [], found
         # Everything else reads back intact.
         code, call, _ = await env.request("GET", f"/v1/calls/{kept}")
         assert code == 200 and call["from"] == OTHER and "state" not in call
-        code, audio, _ = await env.request("GET", f"/v1/recordings/{kept_rec}/audio")
-        assert code == 200 and audio == AUDIO
+        for recording_id, data in ((kept_rec, AUDIO), (kept_too, AUDIO[::-1])):
+            code, audio, _ = await _read(env, recording_id)
+            assert code == 200 and audio == data
+            code, part, _ = await _read(env, recording_id, "bytes=30000-40000")
+            assert code == 206 and part == data[30000:40001]
+            code, tail, _ = await _read(env, recording_id, "bytes=-100")
+            assert code == 206 and tail == data[-100:]
 
 
 def _files(*roots: Path) -> list[Path]:
@@ -116,11 +140,13 @@ async def test_erase_leaves_no_key_or_sealed_bytes_in_database_wal_or_key_store(
     env = await make_env(gateway)
     call_id = await env.call("erased", from_number=SUBJECT)
     await env.event("erased", "in-progress")
+    await env.recording(call_id, ERASED_AUDIO)
     kept = await env.call("kept", from_number=OTHER)
     sealed = await _sealed(gateway, call_id)
     units = gateway.services.keyring.units
     loaded = await units.load(env.tenant.id, sealed)
-    assert len(loaded) == len(sealed) == 3
+    # Parties, two events, and the recording's data key (its key ref and metadata name it).
+    assert len(loaded) == 4 and len(sealed) == 5
     # The raw key bytes, read here for forensics only (keys/ never hands them out).
     needles = [u._key for u in loaded.values()] + sealed
     config = gateway.config
@@ -130,6 +156,7 @@ async def test_erase_leaves_no_key_or_sealed_bytes_in_database_wal_or_key_store(
     # The control: the sealed values are there to find (the keys are inside the segment's
     # own encryption, so a scan can only show they are not lying in the clear).
     assert all(n in before for n in sealed)
+    assert not any(u._key in before for u in loaded.values())
 
     code, result, _ = await env.request("POST", "/v1/subjects/erase",
                                         json={"phone_number": SUBJECT})
@@ -139,8 +166,39 @@ async def test_erase_leaves_no_key_or_sealed_bytes_in_database_wal_or_key_store(
         data = path.read_bytes()
         for needle in needles:
             assert needle not in data, f"erased bytes found in {path.name}"
-    # The erased keys' segments are gone (nothing else was in them); the kept call opens.
-    for segment_id, _ in loaded:
-        assert not (config.tenant_key_dir / segment_name(env.tenant.id, segment_id)).exists()
+    # Each erased key's segment is gone or, rewritten without it (it also holds keys written
+    # ahead for later calls), decrypts without the erased entries; the kept call opens.
+    wrapping = await gateway.services.keyring.wrapping_key(env.tenant.id)
+    for segment_id, entry_id in loaded:
+        path = config.tenant_key_dir / segment_name(env.tenant.id, segment_id)
+        if path.exists():
+            entries = keys.decode_segment(wrapping, uuid.UUID(env.tenant.id), segment_id,
+                                          path.read_bytes())
+            assert entry_id not in entries
     code, call, _ = await env.request("GET", f"/v1/calls/{kept}")
     assert code == 200 and call["from"] == OTHER
+
+
+@pytest.mark.backends("sqlite")
+async def test_moved_legacy_data_keys_leave_no_bytes_in_database_or_wal(gateway):
+    from tests.lifecycle.legacy import legacy_recording, wrapped_dek
+    env = await make_env(gateway)
+    call_id = await env.call("legacy", from_number=SUBJECT)
+    recording_id = await legacy_recording(gateway, env.tenant.id, call_id, AUDIO)
+    wrapped = await wrapped_dek(gateway, recording_id)
+    config = gateway.config
+    database = [Path(f"{config.database_path}"), Path(f"{config.database_path}-wal")]
+    assert any(wrapped in p.read_bytes() for p in _files(*database))   # the control
+    assert await gateway.services.recordings.migrate_recording_keys() == 1
+    for path in _files(*database):
+        assert wrapped not in path.read_bytes(), f"a moved data key found in {path.name}"
+    code, audio, _ = await env.request("GET", f"/v1/recordings/{recording_id}/audio")
+    assert code == 200 and audio == AUDIO
+    # Erased, the moved key leaves the key store too.
+    row = await gateway.services.db.fetchone("SELECT key_ref FROM recordings WHERE id = ?",
+                                             (recording_id,))
+    (unit,) = (await gateway.services.keyring.units.load(env.tenant.id, [row[0]])).values()
+    code, _, _ = await env.request("POST", "/v1/subjects/erase", json={"phone_number": SUBJECT})
+    assert code == 200
+    for path in _files(config.tenant_key_dir, *database):
+        assert unit._key not in path.read_bytes(), f"an erased data key found in {path.name}"

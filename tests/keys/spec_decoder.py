@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import struct
 import uuid
+from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -29,10 +30,63 @@ def root_key_from_file(content: bytes) -> bytes:
     return content[5:]
 
 
-def unwrap_tenant_key(root_key: bytes, tenant_id: uuid.UUID, kind: str, version: int, wrapped: bytes) -> bytes:
-    aad = b"tenant-key|" + tenant_id.bytes + b"|" + kind.encode() + b"|" + struct.pack(">I", version)
+def unwrap(key: bytes, wrapped: bytes, aad: bytes) -> bytes:
+    """The root wrap (also used by a tenant root key): 0x01 | nonce | ct+tag, AAD 0x01 | aad."""
     assert wrapped[0] == 1
-    return AESGCM(root_key).decrypt(wrapped[1:13], wrapped[13:], b"\x01" + aad)
+    return AESGCM(key).decrypt(wrapped[1:13], wrapped[13:], b"\x01" + aad)
+
+
+def key_store_path(key_dir: Path, name: str) -> Path:
+    """The file key store: object `a/b/c` is the file <dir>/a/b/c, its bytes the object."""
+    return key_dir.joinpath(*name.split("/"))
+
+
+def tenant_root_key(root_key: bytes, tenant_id: uuid.UUID, stored: bytes) -> bytes:
+    """Key-store object `<tenant id>.key`: "VGWT" | 0x01 | root wrap of the 32-byte key."""
+    assert stored[:4] == b"VGWT" and stored[4] == 1
+    key = unwrap(root_key, stored[5:], b"tenant-root-key|" + tenant_id.bytes)
+    assert len(key) == 32
+    return key
+
+
+def unwrap_tenant_key(root_key: bytes, tenant_id: uuid.UUID, kind: str, version: int, wrapped: bytes) -> bytes:
+    """A `tenant_keys` row; `root_key` is the tenant's wrapping key (its tenant root key, or
+    the root key for a tenant without one)."""
+    aad = b"tenant-key|" + tenant_id.bytes + b"|" + kind.encode() + b"|" + struct.pack(">I", version)
+    return unwrap(root_key, wrapped, aad)
+
+
+def unit_segment(wrapping_key: bytes, tenant_id: uuid.UUID, segment_id: uuid.UUID, data: bytes) -> dict:
+    """Key-store object `<tenant id>/units/<segment id>`: the segment key and its unit keys."""
+    assert data[:4] == b"VGWK" and data[4] == 1
+    assert data[5:21] == tenant_id.bytes and data[21:37] == segment_id.bytes
+    (wrapped_len,) = struct.unpack(">H", data[37:39])
+    header_end = 39 + wrapped_len
+    segment_key = unwrap(wrapping_key, data[39:header_end], b"unit-segment|" + tenant_id.bytes + segment_id.bytes)
+    nonce = data[header_end : header_end + 12]
+    entries = AESGCM(segment_key).decrypt(nonce, data[header_end + 12 :], data[:header_end])
+    (count,) = struct.unpack(">I", entries[:4])
+    assert len(entries) == 4 + 48 * count
+    units = {uuid.UUID(bytes=entries[4 + 48 * i : 20 + 48 * i]): entries[20 + 48 * i : 52 + 48 * i] for i in range(count)}
+    return {"segment_key": segment_key, "nonce": nonce, "units": units}
+
+
+def record_ref(sealed: bytes) -> tuple[uuid.UUID, uuid.UUID]:
+    """(segment id, entry id) of a format-2 record: where its unit key lives."""
+    assert sealed[0] == 2
+    return uuid.UUID(bytes=sealed[1:17]), uuid.UUID(bytes=sealed[17:33])
+
+
+def open_unit_record(unit_key: bytes, tenant_id: uuid.UUID, kind: str, record_id: str, sealed: bytes) -> dict:
+    """Record format 2: 0x02 | segment id | entry id | salt (16) | nonce (12) | ct+tag."""
+    segment_id, entry_id = record_ref(sealed)
+    k, r = kind.encode(), record_id.encode()
+    info = (b"\x02" + tenant_id.bytes + struct.pack(">H", len(k)) + k + struct.pack(">H", len(r)) + r
+            + segment_id.bytes + entry_id.bytes)
+    salt, nonce = sealed[33:49], sealed[49:61]
+    key = hkdf(unit_key, salt, info)
+    return {"info": info, "salt": salt, "nonce": nonce, "record_key": key,
+            "plaintext": AESGCM(key).decrypt(nonce, sealed[61:], info)}
 
 
 def kek_subkeys(kek: bytes) -> tuple[bytes, bytes]:

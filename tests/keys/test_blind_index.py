@@ -95,3 +95,55 @@ def test_rejects_empty_oversized_or_non_str(tenant):
         tenant.blind_index("\ud800")
     with pytest.raises(TypeError, match="e164"):
         tenant.blind_index(b"+14155550100")
+
+
+# -- versions: a new BIK and a new width, matched side by side during a reindex ---------------
+def _open(root, tenant_id, rows, pairs):
+    return keys.open_tenant_keys(root, tenant_id, rows, blind_indexes=pairs)
+
+
+def test_a_new_bik_version_indexes_differently_and_both_are_matched(root):
+    tenant_id = uuid.uuid4()
+    rows = keys.new_tenant_keys(root, tenant_id) + [keys.new_bik_version(root, tenant_id, 2)]
+    old = _open(root, tenant_id, rows, [(1, 16)])
+    new = _open(root, tenant_id, rows, [(2, 16)])
+    both = _open(root, tenant_id, rows, [(2, 16), (1, 16)])
+    numbers = [f"+1415555{n:04d}" for n in range(16)]
+    assert any(old.blind_index(n) != new.blind_index(n) for n in numbers)
+    for n in numbers:
+        # New rows get the first pair; lookups match under both.
+        assert both.blind_index(n) == new.blind_index(n)
+        assert set(both.blind_indexes(n)) == {old.blind_index(n), new.blind_index(n)}
+        assert both.blind_indexes(n)[0] == new.blind_index(n)
+    assert both.blind_index_versions == ((2, 16), (1, 16))
+    assert both.blind_index_bits == 16
+
+
+def test_a_width_change_under_one_key_is_matched_too(root):
+    tenant_id = uuid.uuid4()
+    rows = keys.new_tenant_keys(root, tenant_id)
+    ring = _open(root, tenant_id, rows, [(1, 4), (1, 16)])
+    index16 = _open(root, tenant_id, rows, [(1, 16)]).blind_index("+14155550100")
+    assert ring.blind_index("+14155550100") == index16 >> 12
+    assert ring.blind_indexes("+14155550100") == (index16 >> 12, index16)
+    # The default: the lowest BIK version at blind_index_bits.
+    default = keys.open_tenant_keys(root, tenant_id, rows, blind_index_bits=16)
+    assert default.blind_index_versions == ((1, 16),)
+
+
+def test_a_version_without_its_key_row_is_refused(root):
+    tenant_id = uuid.uuid4()
+    rows = keys.new_tenant_keys(root, tenant_id)
+    with pytest.raises(ValueError, match="'bik' version 2"):
+        _open(root, tenant_id, rows, [(2, 16)])
+    with pytest.raises(ValueError, match="bits"):
+        _open(root, tenant_id, rows, [(1, 33)])
+    # A destroyed old version: the ring opens on the new one alone.
+    v2 = keys.new_bik_version(root, tenant_id, 2)
+    kek = [row for row in rows if row.kind == "kek"]
+    ring = _open(root, tenant_id, kek + [v2], [(2, 16)])
+    assert ring.blind_index_versions == ((2, 16),)
+    # A BIK row moved to another version number fails to unwrap.
+    moved = keys.WrappedKey("bik", 3, v2.wrapped)
+    with pytest.raises(keys.DecryptionError):
+        _open(root, tenant_id, kek + [moved], [(3, 16)])

@@ -90,7 +90,7 @@ def test_wrapped_key_validates_its_fields():
     with pytest.raises(ValueError, match="version"):
         WrappedKey("kek", 0, b"x")
     with pytest.raises(ValueError, match="version"):
-        WrappedKey("bik", 2, b"x")
+        WrappedKey("bik", 0, b"x")
     with pytest.raises(TypeError, match="wrapped"):
         WrappedKey("kek", 1, "x")
     with pytest.raises(dataclasses.FrozenInstanceError):

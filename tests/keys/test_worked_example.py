@@ -40,8 +40,11 @@ def test_document_decodes_independently():
     h = bytes.fromhex
     tenant_id, object_id = uuid.UUID(doc["tenant_id"]), uuid.UUID(doc["object_id"])
     root_key = sd.root_key_from_file(h(doc["root_key_file"]))
-    kek = sd.unwrap_tenant_key(root_key, tenant_id, "kek", 1, h(doc["kek_v1_row"]))
-    bik = sd.unwrap_tenant_key(root_key, tenant_id, "bik", 1, h(doc["bik_row"]))
+    # The default config: the rows are wrapped by the tenant root key in the key store.
+    tenant_root = sd.tenant_root_key(root_key, tenant_id, h(doc["tenant_root_key_object"]))
+    assert tenant_root.hex() == doc["tenant_root_key"]
+    kek = sd.unwrap_tenant_key(tenant_root, tenant_id, "kek", 1, h(doc["kek_v1_row"]))
+    bik = sd.unwrap_tenant_key(tenant_root, tenant_id, "bik", 1, h(doc["bik_row"]))
     assert kek.hex() == doc["kek_v1"] and bik.hex() == doc["bik"]
     records_subkey, dek_wrap_subkey = sd.kek_subkeys(kek)
     assert records_subkey.hex() == doc["records_subkey"]
@@ -53,6 +56,22 @@ def test_document_decodes_independently():
     assert record["salt"].hex() == doc["record_salt"]
     assert record["nonce"].hex() == doc["record_nonce"]
     assert record["record_key"].hex() == doc["record_key"]
+
+    segment_id = uuid.UUID(doc["unit_segment_id"])
+    segment = sd.unit_segment(tenant_root, tenant_id, segment_id, h(doc["unit_segment_object"]))
+    assert segment["segment_key"].hex() == doc["unit_segment_key"]
+    assert segment["nonce"].hex() == doc["unit_segment_nonce"]
+    assert {str(k): v.hex() for k, v in segment["units"].items()} == {
+        doc["unit_entry_id"]: doc["unit_key"]}
+    parties = h(doc["parties_record"])
+    assert sd.record_ref(parties) == (segment_id, uuid.UUID(doc["unit_entry_id"]))
+    opened = sd.open_unit_record(h(doc["unit_key"]), tenant_id, doc["parties_kind"],
+                                 doc["call_id"], parties)
+    assert opened["plaintext"].hex() == doc["parties_plaintext"]
+    assert opened["info"].hex() == doc["parties_info"]
+    assert opened["salt"].hex() == doc["parties_salt"]
+    assert opened["nonce"].hex() == doc["parties_nonce"]
+    assert opened["record_key"].hex() == doc["parties_record_key"]
 
     assert sd.blind_index(bik, doc["phone"], 16) == int(doc["blind_index_16"])
 
@@ -79,9 +98,16 @@ def test_library_opens_the_document(tmp_path):
         keys.WrappedKey("kek", 1, bytes.fromhex(doc["kek_v1_row"])),
         keys.WrappedKey("bik", 1, bytes.fromhex(doc["bik_row"])),
     ]
-    tk = keys.open_tenant_keys(root, tenant_id, rows)
+    tenant_root = keys.TenantRootKey.from_bytes(bytes.fromhex(doc["tenant_root_key_object"]),
+                                                root, tenant_id)
+    tk = keys.open_tenant_keys(tenant_root, tenant_id, rows)
     sealed = bytes.fromhex(doc["sealed_record"])
     assert tk.open_record(doc["record_kind"], doc["record_id"], sealed).hex() == doc["record_plaintext"]
+    segment = keys.decode_segment(tenant_root, tenant_id, uuid.UUID(doc["unit_segment_id"]),
+                                  bytes.fromhex(doc["unit_segment_object"]))
+    units = {u.ref: u for u in segment.values()}
+    assert tk.open_record(doc["parties_kind"], doc["call_id"], bytes.fromhex(
+        doc["parties_record"]), units=units).hex() == doc["parties_plaintext"]
     assert tk.blind_index(doc["phone"]) == int(doc["blind_index_16"])
     reader = tk.open_blob(object_id, bytes.fromhex(doc["wrapped_dek"]))
     plaintext = bytes.fromhex(doc["blob_plaintext"])

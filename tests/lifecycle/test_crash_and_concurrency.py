@@ -86,7 +86,10 @@ async def _check_consistent(gateway, seed) -> set[str]:
     assert seed["keep"] <= present, "a kept call was deleted"
     for call_id, (recording_id, _data) in seed["audio"].items():
         row = await db.fetchone("SELECT 1 FROM recordings WHERE id = ?", (recording_id,))
-        key = await db.fetchone("SELECT 1 FROM blob_keys WHERE object_id = ?", (recording_id,))
+        # Its key reference (the key is in the key store; a legacy key is in blob_keys).
+        key = await db.fetchone(
+            "SELECT 1 FROM recordings r WHERE r.id = ? AND (r.key_ref IS NOT NULL OR EXISTS"
+            " (SELECT 1 FROM blob_keys k WHERE k.object_id = r.id))", (recording_id,))
         if call_id in present:
             assert row is not None and key is not None
             assert await env.blob_exists(recording_id)

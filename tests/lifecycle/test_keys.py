@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
 import keys
 from gateway.lifecycle.rotation import get_key_service
 from gateway.store.sealed import SealedColumn
 from gateway.store.sealed import register as register_sealed_column
 from tests.lifecycle.helpers import make_env
+from tests.lifecycle.legacy import legacy_recording
 
 AUDIO = b"\x00\x01audio-bytes-that-must-not-change" * 3000
 
@@ -19,6 +22,8 @@ async def _populate(env):
     a = await env.call("a", from_number="+14155550100")
     await env.event("a", "in-progress")
     rec = await env.recording(a, AUDIO)
+    # One recording stored before per-recording keys: its DEK is still in blob_keys.
+    env.legacy = await legacy_recording(env.gateway, env.tenant.id, a, AUDIO)
     await env.request("POST", "/v1/legal-holds", json={
         "scope": "phone_number", "phone_number": "+14155550177", "reason": "kept"})
     await env.request("POST", "/v1/subjects/search", json={"phone_number": "+14155550100"})
@@ -53,6 +58,13 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
     call_id, rec = await _populate(env)
     await other.call("x")
     blob_before = await env.blob_bytes(rec)
+    # A database backup taken before the rotation: the tenant's wrapped key rows.
+    backup_rows = [keys.WrappedKey(r["kind"], r["version"], bytes(r["wrapped"]))
+                   for r in await gateway.services.db.fetchall(
+                       "SELECT kind, version, wrapped FROM tenant_keys WHERE tenant_id = ?",
+                       (env.tenant.id,))]
+    wrapping_before = await gateway.services.keyring.wrapping_key(env.tenant.id)
+    keys.open_tenant_keys(wrapping_before, uuid.UUID(env.tenant.id), backup_rows)
     service = get_key_service(gateway.services)
     await service.stop()  # drive the job by hand
 
@@ -74,6 +86,7 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
     code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
     assert rotation["state"] == "waiting"
     assert rotation["progress"]["percent"] == 100
+    # Only the legacy recording's DEK is under a KEK; the new one's key is in the key store.
     assert rotation["progress"]["sources"]["blob_keys.wrapped"]["resealed"] == 1
     assert rotation["progress"]["sources"]["calls.parties"]["resealed"] == 0
     assert all(v <= {0, 2} for v in (await _versions(gateway, env.tenant.id)).values())
@@ -90,8 +103,9 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
 
     # Audio untouched, everything still readable, the integration still verifies.
     assert await env.blob_bytes(rec) == blob_before
-    code, audio, _ = await env.request("GET", f"/v1/recordings/{rec}/audio")
-    assert code == 200 and audio == AUDIO
+    for recording in (rec, env.legacy):
+        code, audio, _ = await env.request("GET", f"/v1/recordings/{recording}/audio")
+        assert code == 200 and audio == AUDIO
     code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")
     assert call["from"] == "+14155550100" and len(call["events"]) == 2
     gateway.services.integrations._cache.clear()
@@ -105,8 +119,15 @@ async def test_rotation_rewraps_reseals_and_destroys_the_old_version(gateway):
     assert status["versions"] == [1]
     # Key events in the audit log.
     events = [e for e in await env.audit_entries() if e["kind"] == "key_event"]
-    assert [e["outcome"] for e in events] == ["rotation_started", "versions_destroyed"]
+    # Deleting the old version's row is followed by a tenant root key rotation
+    # ("rewrapped"), so the backup's copy of version 1 opens under no key that exists.
+    assert [e["outcome"] for e in events] == ["rotation_started", "versions_destroyed",
+                                              "rewrapped"]
     assert events[1]["details"]["destroyed_versions"] == [1]
+    assert events[2]["details"]["reason"] == "key_versions_destroyed"
+    wrapping_now = await gateway.services.keyring.wrapping_key(env.tenant.id)
+    with pytest.raises(keys.DecryptionError):
+        keys.open_tenant_keys(wrapping_now, uuid.UUID(env.tenant.id), backup_rows)
     # And again: version 3.
     code, rotation, _ = await env.request("POST", "/v1/keys/rotate")
     assert code == 202 and rotation["to_version"] == 3

@@ -48,23 +48,24 @@ def _decrypt_from_backup(root, wrapping, tenant_id: str, db_copy: Path, blob_cop
         rows = conn.execute("SELECT kind, version, wrapped FROM tenant_keys WHERE tenant_id = ?",
                             (tenant_id,)).fetchall()
         parties = conn.execute("SELECT parties FROM calls WHERE id = ?", (call_id,)).fetchone()[0]
-        dek = conn.execute("SELECT wrapped FROM blob_keys WHERE object_id = ?",
-                           (recording_id,)).fetchone()[0]
-        meta = conn.execute("SELECT meta FROM recordings WHERE id = ?",
-                            (recording_id,)).fetchone()[0]
+        meta, key_ref = conn.execute("SELECT meta, key_ref FROM recordings WHERE id = ?",
+                                     (recording_id,)).fetchone()
     finally:
         conn.close()
     ring = keys.open_tenant_keys(wrapping, uuid.UUID(tenant_id),
                                  [keys.WrappedKey(k, v, bytes(w)) for k, v, w in rows])
     units = {}
-    ref = keys.unit_ref(bytes(parties))
-    segment = key_dir / tenant_id / "units" / str(ref[0]) if key_dir and ref else None
-    if segment is not None and segment.exists():
-        units = {(ref[0], e): u for e, u in keys.decode_segment(
-            wrapping, uuid.UUID(tenant_id), ref[0], segment.read_bytes()).items()}
+    for value in (bytes(parties), bytes(key_ref)):
+        ref = keys.unit_ref(value)
+        segment = key_dir / tenant_id / "units" / str(ref[0]) if key_dir and ref else None
+        if segment is not None and segment.exists():
+            units.update({(ref[0], e): u for e, u in keys.decode_segment(
+                wrapping, uuid.UUID(tenant_id), ref[0], segment.read_bytes()).items()})
     decoded = json.loads(ring.open_record("call-parties", call_id, parties, units=units))
-    length = json.loads(ring.open_record("recording-meta", recording_id, meta))["length"]
-    reader = ring.open_blob(uuid.UUID(recording_id), bytes(dek))
+    length = json.loads(ring.open_record("recording-meta", recording_id, meta,
+                                         units=units))["length"]
+    reader = keys.open_unit_blob(units, uuid.UUID(tenant_id), uuid.UUID(recording_id),
+                                 bytes(key_ref))
     with open(blob_copy / tenant_id / recording_id[-2:] / recording_id, "rb") as f:
         audio = b"".join(reader.read_range(f, length, 0, length))
     return decoded, audio

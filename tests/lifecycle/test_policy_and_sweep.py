@@ -17,7 +17,7 @@ async def test_policy_defaults_bounds_and_put(gateway):
     assert set(classes) == {"call_metadata", "call_events", "recordings", "diagnostics", "audit"}
     assert classes["recordings"]["days"] == classes["recordings"]["default_days"] == 30
     assert classes["recordings"]["source"] == "default"
-    assert classes["audit"]["enforced"] is False
+    assert classes["audit"]["enforced"] is True   # by its own job (audit retention)
 
     code, policy, _ = await env.request("PUT", "/v1/retention",
                                         json={"recordings": 7, "call_metadata": 0})

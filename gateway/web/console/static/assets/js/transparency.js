@@ -96,9 +96,12 @@ export async function transparencyPage(view, api) {
       for (let start = from; start < checkpoint.size; start += PAGE) {
         const page = await api.get('/v1/transparency/entries', { start, end: Math.min(checkpoint.size, start + PAGE) });
         for (const item of page.entries) {
-          const data = b64decode(item.data);
-          const leaf = await leafHash(data);
-          const entry = JSON.parse(new TextDecoder().decode(data));
+          // An entry expired by audit retention has no bytes: its leaf hash stands in for it
+          // in the tree (the signed root still checks it; its content is gone).
+          const expired = item.state === 'expired';
+          const data = expired ? null : b64decode(item.data);
+          const leaf = expired ? b64decode(item.leaf_hash) : await leafHash(data);
+          const entry = expired ? { seq: item.seq, kind: 'expired (retention)', actor: null, time: null } : JSON.parse(new TextDecoder().decode(data));
           if (entry.seq !== item.seq || item.seq !== from + entries.length) throw new VerificationError(`entry ${from + entries.length} is out of sequence (a removed or reordered entry)`);
           entries.push({ seq: item.seq, data, leaf, entry: { ...item, entry } });
           if (complete) await builder.add(leaf);
