@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from gateway.core.jobs import cancel_and_wait
@@ -59,32 +59,68 @@ def together_groups(fns: list[Unit]) -> list[list[Unit]]:
     return groups
 
 
-@dataclass
-class _Queued:
-    fn: Unit
-    future: asyncio.Future = field(repr=False)
-
-
 class GroupCommitWriter:
     """The writer thread (which owns the backend's writer connection) and the task that
-    feeds it batches. `call` runs setup and teardown on that same thread."""
+    feeds it batches. `call` runs setup and teardown on that same thread.
+
+    The hand-off is kept lean because every webhook pays it (issue 12): a unit is a
+    (fn, future) pair appended to a list, the feeding task is woken by one future per
+    idle period, and a batch reaches the thread through a `queue.SimpleQueue` and comes
+    back through one `call_soon_threadsafe`, without concurrent.futures in between."""
 
     def __init__(self, thread_name: str, commit_batch: CommitBatch, *,
                  max_batch: int = 256,
                  observe_batch: Callable[[int], None] | None = None) -> None:
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[bool, Any], None]]
+                                      | None] = queue.SimpleQueue()
+        # A daemon thread, so a process that never stops its database can still exit; a
+        # normal shutdown (`stop`) closes the connection and joins it.
+        self._thread = threading.Thread(target=self._serve, name=f"{thread_name}_0",
+                                        daemon=True)
+        self._thread.start()
         self._commit_batch = commit_batch
         self.max_batch = max_batch
         # Called with each durable batch's unit count (the group-commit size metric).
         self.observe_batch = observe_batch
-        self._queue: asyncio.Queue[_Queued] = asyncio.Queue()
+        self._pending: list[tuple[Unit, asyncio.Future]] = []
+        self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task | None = None
         self.commits = 0
         self.units = 0
 
+    def _serve(self) -> None:
+        """The writer thread: runs each job, hands its outcome to the job's callback."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            fn, reply = job
+            try:
+                outcome = (True, fn())
+            except BaseException as exc:     # the waiter re-raises it on the loop
+                outcome = (False, exc)
+            try:
+                reply(*outcome)
+            except RuntimeError:
+                pass        # the loop that asked is closed: nobody waits any more
+
+    async def _on_thread(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        self._jobs.put((fn, lambda ok, value: loop.call_soon_threadsafe(settle, ok, value)))
+        return await future
+
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread (open the connection, migrate, close)."""
-        return await asyncio.get_running_loop().run_in_executor(self._thread, fn)
+        return await self._on_thread(fn)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="group-commit-writer")
@@ -96,36 +132,50 @@ class GroupCommitWriter:
     async def stop(self, close_connection: Callable[[], None] | None = None) -> None:
         await cancel_and_wait(self._task)
         self._task = None
+        # Waited for in place, not awaited: a stop during cancellation still closes.
+        finished: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         if close_connection is not None:
-            self._thread.submit(close_connection).result()
-        self._thread.shutdown(wait=True)
+            self._jobs.put((close_connection, lambda ok, value: finished.put((ok, value))))
+            ok, value = finished.get()
+            if not ok:
+                raise value
+        self._jobs.put(None)
+        self._thread.join()
 
     async def write(self, fn: Callable[[Any], T]) -> T:
         if self._task is None:
             raise RuntimeError("database is not open")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Queued(fn, future))
+        self._pending.append((fn, future))
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
         return await future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            batch = [unit for unit in batch if not unit.future.cancelled()]
+            if not self._pending:
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+                continue
+            batch = [unit for unit in self._pending[:self.max_batch]
+                     if not unit[1].cancelled()]
+            del self._pending[:self.max_batch]
             if not batch:
                 continue
+            fns = [fn for fn, _ in batch]
             try:
-                outcomes, callbacks = await loop.run_in_executor(
-                    self._thread, self._commit_batch, [u.fn for u in batch])
+                outcomes, callbacks = await self._on_thread(
+                    lambda fns=fns: self._commit_batch(fns))
             except Exception as exc:
                 # The commit itself failed (disk full, I/O error, server gone): nothing in
                 # the batch is durable, so every waiter gets the error and none gets a 2xx.
                 log.error("group commit failed: %s", type(exc).__name__)
-                for unit in batch:
-                    if not unit.future.done():
-                        unit.future.set_exception(exc)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
                 continue
             self.commits += 1
             self.units += len(batch)
@@ -136,13 +186,13 @@ class GroupCommitWriter:
                     callback()
                 except Exception:
                     log.exception("after-commit callback failed")
-            for unit, (ok, value) in zip(batch, outcomes, strict=True):
-                if unit.future.done():
+            for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                if future.done():
                     continue
                 if ok:
-                    unit.future.set_result(value)
+                    future.set_result(value)
                 else:
-                    unit.future.set_exception(value)
+                    future.set_exception(value)
 
 
 class BatchingDatabase:
