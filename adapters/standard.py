@@ -16,6 +16,7 @@ Authenticity is checked before freshness, so "stale" is only ever reported for a
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -61,6 +62,14 @@ _TIMESTAMP_RE = re.compile(rf"[0-9]{{1,{MAX_TIMESTAMP_DIGITS}}}\Z")
 _WEBHOOK_ID_RE = re.compile(r"[\x21-\x7e]+\Z")
 
 
+@functools.lru_cache(maxsize=1024)
+def _signing_key(secret: str) -> bytes:
+    """The decoded secret, remembered per secret text: every delivery of an integration
+    carries the same one, and decoding it is a regex and a base64 pass (issue 12). A
+    malformed secret raises and is not remembered."""
+    return _decode_secret(secret, "credentials.secret")
+
+
 def _decode_secret(secret: str, field: str = "secret") -> bytes:
     raw = secret[len(SECRET_PREFIX):] if secret.startswith(SECRET_PREFIX) else secret
     key = c.b64decode_lenient(raw)
@@ -84,7 +93,7 @@ def validate_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
 def verify(request: WebhookRequest, credentials: Mapping[str, Any], now: datetime) -> None:
     """Check the signature and freshness only; raise SignatureError or return None."""
     secret = c.req_cred(c.cred_mapping(credentials), "secret", max_len=256)
-    key = _decode_secret(secret, "credentials.secret")
+    key = _signing_key(secret)
     now = c.utc(now)
     body = c.body_bytes(request.body)
 

@@ -157,28 +157,38 @@ def unusable_field(event: Event) -> str | None:
     fail (a lone surrogate cannot be encoded, sealed, hashed or indexed; an integer beyond
     64 bits overflows the column; a time at the edge of the calendar overflows when
     converted to UTC). Retrying never changes that, so the delivery must not be a 5xx."""
+    values = vars(event)
     for name in _field_names(type(event)):
-        value = getattr(event, name)
-        values = list(value.items()) if isinstance(value, Mapping) else [value]
-        for item in values:
+        value = values[name]
+        # The common cases first (every webhook pays this): no value, or ASCII text.
+        if value is None or (type(value) is str and value.isascii()):
+            continue
+        items = list(value.items()) if isinstance(value, Mapping) else [value]
+        for item in items:
             for part in item if isinstance(item, tuple) else (item,):
-                if isinstance(part, str):
-                    if part.isascii():      # the common case: nothing to encode
-                        continue
-                    try:
-                        part.encode("utf-8")
-                    except UnicodeEncodeError:
-                        return name
-                elif isinstance(part, int) and not -_INT64 <= part < _INT64:
+                if _unusable(part):
                     return name
-                elif isinstance(part, datetime):
-                    if 1 < part.year < 9999:  # a day's offset cannot leave the calendar
-                        continue
-                    try:
-                        isoformat(part)
-                    except (OverflowError, ValueError):
-                        return name
     return None
+
+
+def _unusable(part: Any) -> bool:
+    if isinstance(part, str):
+        if part.isascii():      # nothing to encode
+            return False
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    elif isinstance(part, int) and not -_INT64 <= part < _INT64:
+        return True
+    elif isinstance(part, datetime):
+        if 1 < part.year < 9999:  # a day's offset cannot leave the calendar
+            return False
+        try:
+            isoformat(part)
+        except (OverflowError, ValueError):
+            return True
+    return False
 
 
 @functools.cache
@@ -554,7 +564,9 @@ class IngestService:
         event_id = new_id()
         body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
         from_party, to_party, skipped = parties
-        new_call_id = new_id()
+        # A call believed stored with its parties needs no new id: if it is not there after
+        # all, both write paths refuse the item before using one and it is prepared again.
+        new_call_id = "" if skipped else new_id()
         body_unit = next(units, None)
         parties_unit = next(units, None) if from_party or to_party else None
         return _PreparedEvent(
