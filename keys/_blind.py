@@ -32,5 +32,6 @@ MAX_PARTY_BYTES = 1024
 
 
 def blind_index(bik: bytes, party: bytes, bits: int) -> int:
-    digest = hmac.digest(bik, party, "sha256")
+    # hmac.new, not the one-shot hmac.digest, which lets go of the GIL (keys/_hkdf.py).
+    digest = hmac.new(bik, party, "sha256").digest()
     return int.from_bytes(digest[:4], "big") >> (32 - bits)
