@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from unittest import mock
 
 import keys
+from keys import _random as keys_random
 
 ROOT_KEY = bytes(range(32))
 TENANT_ID = uuid.UUID("11111111-2222-4333-8444-555555555555")
@@ -34,7 +35,8 @@ PARTIES_PLAINTEXT = b'{"from":"+14155550100","to":"+14155550199"}'
 
 @contextmanager
 def fixed_random():
-    """os.urandom returning SHA-256("vgw example" | n) prefixes, n = 0, 1, 2, ..."""
+    """os.urandom returning SHA-256("vgw example" | n) prefixes, n = 0, 1, 2, ...; record
+    salts and nonces (keys/_random.py's pool in production) are drawn from it directly."""
     counter = iter(range(10**6))
 
     def urandom(n: int) -> bytes:
@@ -43,7 +45,8 @@ def fixed_random():
             out += hashlib.sha256(b"vgw example" + next(counter).to_bytes(4, "big")).digest()
         return out[:n]
 
-    with mock.patch.object(os, "urandom", urandom):
+    with mock.patch.object(os, "urandom", urandom), \
+            mock.patch.object(keys_random, "salt_and_nonce", urandom):
         yield
 
 
