@@ -28,6 +28,7 @@ from ._tenant_root import TenantRootKey, TenantRootKeySwitch
 from ._unit import (
     BLOB_KEY_REF_LEN,
     MAX_SEGMENT_ENTRIES,
+    SegmentEntries,
     UnitKey,
     adopt_wrapped_dek,
     decode_segment,
@@ -51,6 +52,7 @@ __all__ = [
     "UnitSealed",
     "new_unit_key",
     "encode_segment",
+    "SegmentEntries",
     "decode_segment",
     "unit_ref",
     "new_unit_blob",

@@ -451,4 +451,4 @@ def rewrap_unit_segment(old: RootKeyProvider, new: RootKeyProvider, tenant_id: u
     except DecryptionError:
         pass
     entries = _unit.decode_segment(old, tenant_id, segment_id, data)
-    return _unit.encode_segment(new, tenant_id, segment_id, entries.values())
+    return entries.encode(new, tenant_id)

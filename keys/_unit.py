@@ -44,7 +44,7 @@ from __future__ import annotations
 import os
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -62,7 +62,7 @@ from ._errors import DecryptionError
 from ._hkdf import derive32
 from ._root import RootKeyProvider
 
-__all__ = ["UnitKey", "new_unit_key", "encode_segment", "decode_segment", "unit_ref",
+__all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "encode_segment", "decode_segment", "unit_ref",
            "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES",
            "new_unit_blob", "open_unit_blob", "adopt_wrapped_dek", "BLOB_KEY_REF_LEN"]
 
@@ -122,18 +122,23 @@ def encode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: 
     units = list(units)
     if len(units) > MAX_SEGMENT_ENTRIES:
         raise ValueError(f"a segment holds at most {MAX_SEGMENT_ENTRIES} keys")
+    return _seal_segment(wrapping, tenant_id, segment_id, struct.pack(">I", len(units))
+                         + b"".join(u.entry_id.bytes + u._key for u in units))
+
+
+def _seal_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: uuid.UUID,
+                  body: bytes) -> bytes:
     segment_key = os.urandom(_KEY_LEN)
     wrapped = wrapping.wrap(segment_key, _wrap_aad(tenant_id, segment_id))
     header = (_MAGIC + bytes([_SEGMENT_VERSION]) + tenant_id.bytes + segment_id.bytes
               + struct.pack(">H", len(wrapped)) + wrapped)
-    body = struct.pack(">I", len(units)) + b"".join(u.entry_id.bytes + u._key for u in units)
     nonce = os.urandom(_NONCE_LEN)
     return header + nonce + AESGCM(segment_key).encrypt(nonce, body, header)
 
 
 def decode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: uuid.UUID,
-                   data: bytes) -> dict[uuid.UUID, UnitKey]:
-    """entry id -> UnitKey; DecryptionError if the object is not this tenant's segment."""
+                   data: bytes) -> SegmentEntries:
+    """entry id -> UnitKey (a read-only mapping); DecryptionError if the object is not this tenant's segment."""
     data = bytes(data)
     fixed = len(_MAGIC) + 1 + 2 * _ID_LEN
     if len(data) < fixed + 2 or data[:len(_MAGIC)] != _MAGIC or data[4] != _SEGMENT_VERSION \
@@ -155,12 +160,62 @@ def decode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: 
     (count,) = struct.unpack_from(">I", body)
     if len(body) != 4 + count * _ENTRY_LEN:
         raise DecryptionError()
-    out = {}
-    for i in range(count):
-        at = 4 + i * _ENTRY_LEN
-        entry = uuid.UUID(bytes=body[at:at + _ID_LEN])
-        out[entry] = UnitKey._create(segment_id, entry, body[at + _ID_LEN:at + _ENTRY_LEN])
-    return out
+    return SegmentEntries._create(segment_id, body)
+
+
+class SegmentEntries(Mapping[uuid.UUID, UnitKey]):
+    """A decoded segment: entry id -> UnitKey, read-only. Entries are indexed by their
+    raw 16-byte ids and a UnitKey is made only when asked for (a segment holds up to
+    16384 entries and a lookup or an erasure touches a few: a uuid.UUID and a UnitKey
+    per entry were most of an erasure's decoding time)."""
+
+    __slots__ = ("segment_id", "_body", "_at")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("use keys.decode_segment(...)")
+
+    @classmethod
+    def _create(cls, segment_id: uuid.UUID, body: bytes) -> SegmentEntries:
+        self = object.__new__(cls)
+        self.segment_id = segment_id
+        self._body = body
+        self._at = {body[at:at + _ID_LEN]: at for at in range(4, len(body), _ENTRY_LEN)}
+        return self
+
+    def __getitem__(self, entry_id: uuid.UUID) -> UnitKey:
+        at = self._at[entry_id.bytes]
+        return UnitKey._create(self.segment_id, entry_id,
+                               self._body[at + _ID_LEN:at + _ENTRY_LEN])
+
+    def get(self, entry_id: uuid.UUID, default: UnitKey | None = None  # type: ignore[override]
+            ) -> UnitKey | None:
+        at = self._at.get(entry_id.bytes)
+        if at is None:
+            return default
+        return UnitKey._create(self.segment_id, entry_id,
+                               self._body[at + _ID_LEN:at + _ENTRY_LEN])
+
+    def __contains__(self, entry_id: object) -> bool:
+        return isinstance(entry_id, uuid.UUID) and entry_id.bytes in self._at
+
+    def __iter__(self) -> Iterator[uuid.UUID]:
+        return (uuid.UUID(bytes=entry) for entry in self._at)
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def without(self, entry_ids: Iterable[uuid.UUID]) -> SegmentEntries:
+        """The same segment less these entries (those it does not hold are ignored)."""
+        drop = {e.bytes for e in entry_ids}
+        body = self._body
+        kept = [body[at:at + _ENTRY_LEN] for entry, at in self._at.items() if entry not in drop]
+        return SegmentEntries._create(self.segment_id,
+                                      struct.pack(">I", len(kept)) + b"".join(kept))
+
+    def encode(self, wrapping: RootKeyProvider, tenant_id: uuid.UUID) -> bytes:
+        """This segment as a key-store object under a fresh segment key (encode_segment's
+        format, without making a UnitKey per entry)."""
+        return _seal_segment(wrapping, tenant_id, self.segment_id, self._body)
 
 
 def unit_ref(sealed: bytes) -> tuple[uuid.UUID, uuid.UUID] | None:

@@ -72,7 +72,9 @@ class Holds:
     numbers: dict[int, frozenset[str]] = field(default_factory=dict)
 
     def call_held(self, ring: keys.TenantKeys | None, call_id: str, from_index: int | None,
-                  to_index: int | None, parties: bytes | None) -> bool:
+                  to_index: int | None, parties: bytes | None, *, units: Any = None) -> bool:
+        """`units`: where to find the parties' unit key (KeyRing.prefetch_units' mapping),
+        if not the ring's shared cache."""
         if self.tenant or call_id in self.calls:
             return True
         if not self.numbers or parties is None:
@@ -81,7 +83,8 @@ class Holds:
             return False
         # A blind-index hit is only a candidate (16 bits: many numbers share a value).
         assert ring is not None
-        decoded = json.loads(ring.open_record(PARTIES_RECORD, call_id, bytes(parties)))
+        decoded = json.loads(ring.open_record(PARTIES_RECORD, call_id, bytes(parties),
+                                              units=units))
         for role, index in (("from", from_index), ("to", to_index)):
             held = self.numbers.get(index)
             if held is not None and (decoded.get(role) in held or ANY_NUMBER in held):
@@ -258,14 +261,15 @@ class LegalHolds:
             await self.keyring.units.erase(tenant_id, [row["number_sealed"], row["reason"]])
 
 
-def classify(row: Any, holds: Holds, ring: keys.TenantKeys | None) -> str:
+def classify(row: Any, holds: Holds, ring: keys.TenantKeys | None, units: Any = None
+             ) -> str:
     """What the sweep does with one candidate (a `class_queries` select row): 'delete', or
     why it stays: 'held', 'restricted' (a data-subject restriction, GDPR Art. 18),
     'busy' (a recording being written) or 'unreadable' (a hold candidate whose parties do
     not decrypt: kept, since the sweep cannot tell whether the hold covers it)."""
     try:
         held = holds.call_held(ring, row["call_id"], row["from_index"], row["to_index"],
-                               row["parties"])
+                               row["parties"], units=units)
     except keys.DecryptionError:
         return "unreadable"
     if held:

@@ -78,12 +78,15 @@ class RetentionPreview:
                 if not rows:
                     break
                 cursor = (rows[-1]["t"], rows[-1]["item_id"])
+                # A number hold's candidates are decrypted: their unit keys, for this chunk.
+                units = await self.keyring.prefetch_units(
+                    tenant_id, [r["parties"] for r in rows]) if holds.numbers else None
                 doomed = []
                 for row in rows:
                     if row["call_id"] in gone_calls or (
                             data_class == "diagnostics" and row["item_id"] in gone_recordings):
                         continue  # already counted: it goes with its call or recording
-                    verdict = classify(row, holds, ring)
+                    verdict = classify(row, holds, ring, units)
                     if verdict == "delete":
                         doomed.append(row["item_id"])
                     else:

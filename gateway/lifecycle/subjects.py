@@ -81,6 +81,9 @@ class Match:
     row: Any
     roles: tuple[str, ...]          # "from" and/or "to"
     parties: dict[str, Any]
+    # The unit keys `matches` loaded (KeyRing.prefetch_units), kept for the request: a
+    # hold check reopens the parties after the shared cache may have evicted them.
+    units: Any = None
 
 
 def _actor(key_id: str | None) -> dict[str, str]:
@@ -192,21 +195,24 @@ class SubjectService:
             f"SELECT {_CALL_COLUMNS} FROM calls WHERE tenant_id = ? AND"
             f" (from_index IN ({marks}) OR to_index IN ({marks})) ORDER BY sort_time, id",
             (tenant_id, *indexes, *indexes))
-        await self.keyring.prefetch_units(tenant_id, [row["parties"] for row in rows])
+        # Opened with the keys this load returned, not through the shared cache: a subject
+        # on more segments than the cache holds would otherwise lose the first ones while
+        # the last load, and its calls would look erased already.
+        units = await self.keyring.prefetch_units(tenant_id, [row["parties"] for row in rows])
         out = []
         for row in rows:
             if row["parties"] is None:
                 continue
             try:
                 parties = json.loads(ring.open_record(PARTIES_RECORD, row["id"],
-                                                      bytes(row["parties"])))
+                                                      bytes(row["parties"]), units=units))
             except keys.DecryptionError:
                 if keys.unit_ref(bytes(row["parties"])) is None:
                     raise
                 continue    # its unit key was erased: a restored row the ledger removes
             roles = tuple(r for r in ("from", "to") if parties.get(r) == number)
             if roles:
-                out.append(Match(row, roles, parties))
+                out.append(Match(row, roles, parties, units))
         return out
 
     @staticmethod
@@ -235,8 +241,8 @@ class SubjectService:
         matches = await self.matches(tenant_id, ring, number)
         holds = await self.retention.holds.active(tenant_id, ring)
         calls = [self._summary(ring, m, holds.call_held(
-            ring, m.row["id"], m.row["from_index"], m.row["to_index"], m.row["parties"]))
-            for m in matches]
+            ring, m.row["id"], m.row["from_index"], m.row["to_index"], m.row["parties"],
+            units=m.units)) for m in matches]
         done = await self._finish(tenant_id, actor, request, "completed", {"calls": len(calls)})
         return {"request": done, "calls": calls}
 
@@ -337,7 +343,7 @@ class SubjectService:
                 for m in self._still_same_tx(tx, tenant_id, chunk):
                     r = m.row
                     if holds.call_held(ring, r["id"], r["from_index"], r["to_index"],
-                                       r["parties"]):
+                                       r["parties"], units=m.units):
                         kept.append(r["id"])
                     else:
                         doomed.append(r["id"])
@@ -445,7 +451,7 @@ class SubjectService:
                 for m in chunk:
                     r = m.row
                     if holds.call_held(ring, r["id"], r["from_index"], r["to_index"],
-                                       r["parties"]):
+                                       r["parties"], units=m.units):
                         kept.append(r["id"])
                         continue
                     sealed, from_index, to_index = prepared[r["id"]]

@@ -252,6 +252,9 @@ class Sweeper:
         audit = self.audit
 
         sealed_out: list[bytes | None] = []
+        # The parties' unit keys for the hold check, kept for this batch whatever the
+        # shared segment cache evicts before the unit runs (None: the ring's cache).
+        units = None
         if data_class in ("call_metadata", "call_events"):
             # Load the unit keys of this batch's parties ahead (a number hold decrypts
             # candidates inside the unit, which cannot wait on the key store); the
@@ -259,7 +262,8 @@ class Sweeper:
             ahead = await self.db.fetchall(QUERIES[data_class].select, {
                 "tenant": tenant_id, "cutoff": cutoff, "ct": cursor[0], "cid": cursor[1],
                 "now": now, "limit": limit})
-            await self.keyring.prefetch_units(tenant_id, [r["parties"] for r in ahead])
+            units = await self.keyring.prefetch_units(tenant_id,
+                                                      [r["parties"] for r in ahead])
 
         def unit(tx: WriteTx) -> _BatchResult:
             del sealed_out[:]   # a retried unit starts over
@@ -280,7 +284,7 @@ class Sweeper:
             out.cursor = (rows[-1]["t"], rows[-1]["item_id"])
             doomed = []
             for row in rows:
-                verdict = classify(row, holds, ring)
+                verdict = classify(row, holds, ring, units)
                 if verdict == "delete":
                     if out.first_deleted_time is None:
                         out.first_deleted_time = row["t"]

@@ -7,8 +7,11 @@ Invariants:
   directory fsync'd; S3: the PUT acknowledged). A reader sees the old or the new value,
   never a mix.
 - `delete` erases: afterwards no read, listing or restore of the store itself returns the
-  value. So does `put` for the value it replaces (files: the old file is overwritten). Files are overwritten in place and fsync'd before the unlink; on S3 every stored
-  version of the key is deleted, not just the newest. (On copy-on-write filesystems and
+  value. So does `put` for the value it replaces (files: the old file is overwritten; S3:
+  on a versioned bucket the older versions are deleted). Files are overwritten in place
+  and fsync'd before the unlink; on S3 every stored version of the key is deleted, not
+  just the newest. `put_many` and `delete_many` are these for many names at once
+  (files: one directory fsync for all; S3: concurrent requests). (On copy-on-write filesystems and
   SSDs an overwrite may not reach the old blocks: what makes erasure certain is that these
   objects are themselves wrapped under the root key, so a stray copy is ciphertext.)
 - Names are paths of plain segments (`tenants/<uuid>.key`): letters, digits, `._-`, never
@@ -67,6 +70,8 @@ _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
 
+# Concurrent requests of one put_many/delete_many (an erasure's segment rewrites).
+PUT_CONCURRENCY = 16
 # HEAD-then-GET rounds before a get gives up on an object that keeps being replaced.
 _GET_ATTEMPTS = 5
 _REPLACED_OR_GONE = _NOT_FOUND_CODES | {"PreconditionFailed"}
@@ -95,6 +100,8 @@ def _check_prefix(prefix: str) -> str:
 
 class KeyStore(Protocol):
     async def put(self, name: str, data: bytes) -> None: ...
+    async def put_many(self, items: dict[str, bytes]) -> None: ...
+    async def delete_many(self, names: list[str]) -> int: ...
     async def get(self, name: str) -> bytes | None: ...
     async def delete(self, name: str) -> bool: ...
     async def list(self, prefix: str = "") -> list[str]: ...
@@ -120,6 +127,28 @@ def _make_dirs(root: Path, directory: Path) -> None:
         except FileExistsError:
             continue
         _fsync_dir(path.parent)
+
+
+def _shred_files(paths: list[Path]) -> int:
+    """TenantRootKey.destroy for many files: each overwritten and fsync'd, all unlinked,
+    then each directory fsync'd once. Returns how many existed."""
+    found = []
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            continue
+        try:
+            _write_all(fd, b"\0" * os.fstat(fd).st_size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        found.append(path)
+    for path in found:
+        path.unlink(missing_ok=True)
+    for directory in {path.parent for path in found}:
+        _fsync_dir(directory)
+    return len(found)
 
 
 def _write_all(fd: int, data: bytes | memoryview) -> None:
@@ -191,6 +220,65 @@ class FileKeyStore:
         if shred is not None:
             keys.TenantRootKey.destroy(shred)
 
+    async def put_many(self, items: dict[str, bytes]) -> None:
+        """`put` of each item, durable together when this returns (an erasure's segment
+        rewrites): every temp file written and fsync'd, all renamed, each directory
+        fsync'd once, then what they replaced shredded in one pass; not atomic as a
+        whole (a crash may leave some renamed and some not, each old or new)."""
+        if not items:
+            return
+        paths = []
+        for name, data in items.items():
+            if len(data) > MAX_OBJECT_BYTES:
+                raise KeyStoreError(
+                    f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
+            paths.append((self._path(name), bytes(data)))
+        try:
+            await asyncio.to_thread(self._put_many, paths)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                raise StoreUnavailable("key store") from None
+            raise
+
+    def _put_many(self, items: list[tuple[Path, bytes]]) -> None:
+        for directory in {path.parent for path, _ in items}:
+            _make_dirs(self.root, directory)
+        written: list[tuple[Path, Path]] = []
+        try:
+            for path, data in items:
+                tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                             | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
+                written.append((path, tmp))
+                try:
+                    os.fchmod(fd, _FILE_MODE)
+                    _write_all(fd, data)
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except BaseException:
+            for _, tmp in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        # As in `_put`: the replaced file keeps a dot-name until it is shredded.
+        shreds: list[Path] = []
+        try:
+            for path, tmp in written:
+                shred = path.with_name(f".{path.name}.{secrets.token_hex(8)}.shred")
+                try:
+                    os.link(path, shred)
+                    shreds.append(shred)
+                except FileNotFoundError:
+                    pass
+                os.replace(tmp, path)
+        except BaseException:
+            for _, tmp in written:
+                tmp.unlink(missing_ok=True)
+            raise
+        for directory in {path.parent for path, _ in items}:
+            _fsync_dir(directory)
+        _shred_files(shreds)
+
     async def get(self, name: str) -> bytes | None:
         return await asyncio.to_thread(self._get, name, self._path(name))
 
@@ -218,6 +306,12 @@ class FileKeyStore:
         # The key files' own crypto-shred: overwrite in place, fsync, unlink, fsync the
         # directory (see the module docstring for what an overwrite can promise).
         return await asyncio.to_thread(keys.TenantRootKey.destroy, self._path(name))
+
+    async def delete_many(self, names: list[str]) -> int:
+        """`delete` of each name, the overwrites fsync'd one by one and each directory
+        once; how many existed."""
+        paths = [self._path(name) for name in names]
+        return await asyncio.to_thread(_shred_files, paths) if paths else 0
 
     async def list(self, prefix: str = "") -> list[str]:
         _check_prefix(prefix)
@@ -286,7 +380,29 @@ class S3KeyStore(S3Client):
             raise KeyStoreError(f"key object {name} is larger than {MAX_OBJECT_BYTES} bytes")
         # S3 answers a PUT only once the object is stored durably (read-after-write
         # consistent since December 2020 on AWS; SeaweedFS and MinIO likewise).
-        await self._call("put_object", Key=key, Body=bytes(data))
+        response = await self._call("put_object", Key=key, Body=bytes(data))
+        # On a versioned bucket the PUT keeps what it replaced as an older version (a
+        # unit-key segment before an erasure): remove every version but this one.
+        version = response.get("VersionId")
+        if version not in (None, "null"):
+            await self._delete_versions(key, keep=version)
+
+    async def put_many(self, items: dict[str, bytes]) -> None:
+        """`put` of each item, PUT_CONCURRENCY at a time; done when all are."""
+        gate = asyncio.Semaphore(PUT_CONCURRENCY)
+
+        async def one(name: str, data: bytes) -> None:
+            async with gate:
+                await self.put(name, data)
+        await asyncio.gather(*(one(n, d) for n, d in items.items()))
+
+    async def delete_many(self, names: list[str]) -> int:
+        gate = asyncio.Semaphore(PUT_CONCURRENCY)
+
+        async def one(name: str) -> bool:
+            async with gate:
+                return await self.delete(name)
+        return sum(await asyncio.gather(*(one(n) for n in names)))
 
     async def get(self, name: str) -> bytes | None:
         key = self._key(name)
@@ -321,21 +437,44 @@ class S3KeyStore(S3Client):
         await self._call("delete_object", Key=key)
         # On a versioned bucket the delete above only adds a delete marker; the value
         # would still be there as an old version. Remove every version and marker.
+        return await self._delete_versions(key) or existed
+
+    async def _delete_versions(self, key: str, keep: str | None = None) -> bool:
+        """Delete every stored version and delete marker of `key`, or with `keep` only
+        those older than version `keep` (a newer one is another writer's, which must
+        stay: deleting it could leave no version at all). True if a value version was
+        among them."""
+        found = False
+        # S3 lists a key's versions newest first; with `keep`, delete from it on.
+        older = keep is None
+        kept_at = None
         try:
             async for page in self._pages("list_object_versions", Prefix=key):
-                versions = [(e, True) for e in page.get("Versions", [])]
-                markers = [(e, False) for e in page.get("DeleteMarkers", [])]
-                for entry, is_value in versions + markers:
-                    if entry["Key"] == key and entry.get("VersionId") not in (None, "null"):
-                        existed = existed or is_value
-                        await self._call("delete_object", Key=key,
-                                         VersionId=entry["VersionId"])
+                doomed = []
+                for entry in page.get("Versions", []):
+                    version = entry.get("VersionId")
+                    if entry["Key"] != key or version in (None, "null"):
+                        continue
+                    if version == keep:
+                        older, kept_at = True, entry.get("LastModified")
+                    elif older:
+                        doomed.append(version)
+                        found = True
+                for entry in page.get("DeleteMarkers", []):
+                    version = entry.get("VersionId")
+                    if entry["Key"] == key and version not in (None, "null") and (
+                            keep is None or (kept_at is not None
+                                             and entry.get("LastModified") is not None
+                                             and entry["LastModified"] < kept_at)):
+                        doomed.append(version)
+                for version in doomed:
+                    await self._call("delete_object", Key=key, VersionId=version)
         except ObjectStoreError as exc:
             # A store without versioning support (answers NotImplemented) keeps no old
             # versions to remove; anything else is a real failure.
             if "NotImplemented" not in str(exc):
                 raise
-        return existed
+        return found
 
     async def list(self, prefix: str = "") -> list[str]:
         _check_prefix(prefix)

@@ -314,6 +314,27 @@ class RegionKeyStore(_Routing):
         await self.guarded(region, store.put(name, data))
         self.observe_write(region, len(data))
 
+    async def put_many(self, items: dict[str, bytes]) -> None:
+        by_region: dict[str | None, dict[str, bytes]] = {}
+        for name, data in items.items():
+            tenant_id = tenant_of_key(name)
+            region = await self.write_region(tenant_id) if tenant_id else None
+            by_region.setdefault(region, {})[name] = data
+        for region, part in by_region.items():
+            await self.guarded(region, self.store_named(region).put_many(part))
+            self.observe_write(region, sum(len(d) for d in part.values()))
+
+    async def delete_many(self, names: list[str]) -> int:
+        by_region: dict[str | None, list[str]] = {}
+        for name in names:
+            tenant_id = tenant_of_key(name)
+            for region in (await self.read_regions(tenant_id) if tenant_id else [None]):
+                by_region.setdefault(region, []).append(name)
+        deleted = 0
+        for region, part in by_region.items():
+            deleted += await self.guarded(region, self.store_named(region).delete_many(part))
+        return deleted
+
     async def get(self, name: str) -> bytes | None:
         tenant_id = tenant_of_key(name)
         for region in (await self.read_regions(tenant_id) if tenant_id else [None]):

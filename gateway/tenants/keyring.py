@@ -127,11 +127,15 @@ class KeyRing:
             (tenant_id, bik_version, self.blind_index_bits, now)))
         return await self._blind_indexes(tenant_id) or ((bik_version, self.blind_index_bits),)
 
-    async def prefetch_units(self, tenant_id: str, sealed: Any) -> None:
-        """Load the unit keys these sealed values need, so the tenant's ring opens them
-        (call before opening format-2 records; an erased unit's key stays absent)."""
-        if self.units is not None:
-            await self.units.prefetch(tenant_id, sealed)
+    async def prefetch_units(self, tenant_id: str, sealed: Any) -> Any:
+        """Load the unit keys these sealed values need (call before opening format-2
+        records; an erased unit's key stays absent). The tenant's ring finds them while
+        they stay in the shared segment cache; the returned mapping has them for as long
+        as the caller keeps it (pass it as `open_record(units=...)` where records are
+        opened after other awaits or in bulk). None without a key store."""
+        if self.units is None:
+            return None
+        return await self.units.pin(tenant_id, sealed)
 
     def forget(self, tenant_id: str) -> None:
         """Drop the opened ring (after rotation or shredding) so the next use reloads it."""

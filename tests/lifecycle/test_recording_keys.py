@@ -188,6 +188,12 @@ class _GatedStore:
             await self.gate.wait()
         await self._store.put(name, data)
 
+    async def put_many(self, items: dict[str, bytes]) -> None:
+        if any("/units/" in name for name in items):
+            self.reached.set()
+            await self.gate.wait()
+        await self._store.put_many(items)
+
 
 async def test_periodic_ledger_replay_repairs_a_racing_segment_rewrite(gateway):
     from gateway.services import open_services

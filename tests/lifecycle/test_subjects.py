@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import uuid
 from datetime import timedelta
 
+import pytest
+
+import keys
 from tests.lifecycle.helpers import make_env
 
 SUBJECT = "+14155550123"
@@ -190,3 +194,54 @@ async def test_rectify_leaves_held_calls_alone(gateway):
     assert result["receipt"]["rectified"] == 0 and result["receipt"]["held"] == 2
     code, call, _ = await env.request("GET", f"/v1/calls/{a}")
     assert call["from"] == SUBJECT
+
+
+@pytest.fixture
+def small_segments(monkeypatch):
+    """Unit keys written two at a time (a call's parties and event land in a segment of
+    their own) and a segment cache of two: a subject's calls span more segments than the
+    cache holds, as a frequent caller's do in a large store."""
+    from gateway.lifecycle import unit_keys
+    from gateway.store.keystore import FileKeyStore, S3KeyStore
+    monkeypatch.setattr(unit_keys, "SEGMENT_CACHE", 2)
+    monkeypatch.setattr(FileKeyStore, "unit_keys_ahead", 2)
+    monkeypatch.setattr(S3KeyStore, "unit_keys_ahead", 2)
+
+
+async def test_erase_reaches_every_call_when_they_span_more_segments_than_the_cache(
+        small_segments, gateway):
+    env = await make_env(gateway)
+    subject_calls, others = [], []
+    for i in range(6):
+        subject_calls.append(await env.call(f"s{i}", from_number=SUBJECT))
+        others.append(await env.call(f"o{i}", from_number="+14155550198"))
+    units = gateway.services.keyring.units
+    segments = {keys.unit_ref(bytes(r["parties"]))[0] for r in await gateway.services.db.fetchall(
+        "SELECT parties FROM calls WHERE tenant_id = ?", (env.tenant.id,))}
+    assert len(segments) > 2 * 2, "the calls must span more segments than the cache holds"
+    units._cache.clear()
+    code, result, _ = await env.request("POST", "/v1/subjects/search",
+                                        json={"phone_number": SUBJECT})
+    assert sorted(c["id"] for c in result["calls"]) == sorted(subject_calls)
+    code, result, _ = await env.request("POST", "/v1/subjects/erase",
+                                        json={"phone_number": SUBJECT})
+    assert code == 200 and result["status"] == "completed", result
+    assert result["receipt"]["deleted"]["call_metadata"] == len(subject_calls)
+    assert result["receipt"]["deleted"]["call_events"] == len(subject_calls)
+    assert await env.count("calls", f"id IN ({','.join('?' * 6)})", tuple(subject_calls)) == 0
+    code, result, _ = await env.request("POST", "/v1/subjects/search",
+                                        json={"phone_number": SUBJECT})
+    assert result["calls"] == []
+    # The other calls and their keys are intact, read through the API.
+    for call_id in others:
+        code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")
+        assert code == 200 and call["from"] == "+14155550198"
+    # The erased calls' keys are gone from the key store itself, not just the cache.
+    receipts = [e for e in await units.ledger(env.tenant.id) if e.get("calls")]
+    assert sorted(c for e in receipts for c in e["calls"]) == sorted(subject_calls)
+    tenant = uuid.UUID(env.tenant.id)
+    for text in (t for e in receipts for t in e["units"]):
+        segment, _, entry = text.partition(".")
+        data = await units.key_store.get(f"{tenant}/units/{segment}")
+        assert data is None or uuid.UUID(entry) not in keys.decode_segment(
+            await units.wrapping_key(env.tenant.id), tenant, uuid.UUID(segment), data)
