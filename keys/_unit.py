@@ -82,6 +82,8 @@ _NO_KEK_VERSION = 0
 # 48 bytes an entry: 16384 entries keep a segment near 768 KiB, under the key store's
 # 1 MiB object bound (gateway/store/keystore.MAX_OBJECT_BYTES).
 MAX_SEGMENT_ENTRIES = 16384
+# SegmentEntries: lookups by searching the bytes before an index is worth building.
+_SEARCHES_BEFORE_INDEX = 8
 
 
 class UnitKey:
@@ -164,12 +166,13 @@ def decode_segment(wrapping: RootKeyProvider, tenant_id: uuid.UUID, segment_id: 
 
 
 class SegmentEntries(Mapping[uuid.UUID, UnitKey]):
-    """A decoded segment: entry id -> UnitKey, read-only. Entries are indexed by their
-    raw 16-byte ids and a UnitKey is made only when asked for (a segment holds up to
-    16384 entries and a lookup or an erasure touches a few: a uuid.UUID and a UnitKey
-    per entry were most of an erasure's decoding time)."""
+    """A decoded segment: entry id -> UnitKey, read-only, over the decrypted entries as
+    they are. The first few lookups search the bytes (C speed) and only a segment looked
+    up often gets an index; a UnitKey is made only when asked for. (A segment holds up to
+    16384 entries and an erasure or a read touches a few: a uuid.UUID and a UnitKey per
+    entry were most of an erasure's decoding time.)"""
 
-    __slots__ = ("segment_id", "_body", "_at")
+    __slots__ = ("segment_id", "_body", "_at", "_searches")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use keys.decode_segment(...)")
@@ -179,38 +182,65 @@ class SegmentEntries(Mapping[uuid.UUID, UnitKey]):
         self = object.__new__(cls)
         self.segment_id = segment_id
         self._body = body
-        self._at = {body[at:at + _ID_LEN]: at for at in range(4, len(body), _ENTRY_LEN)}
+        self._at: dict[bytes, int] | None = None
+        self._searches = 0
         return self
 
+    def _offset(self, entry: bytes) -> int | None:
+        if self._at is None:
+            self._searches += 1
+            if self._searches <= _SEARCHES_BEFORE_INDEX:
+                return self._search(entry)
+            body = self._body
+            self._at = {body[at:at + _ID_LEN]: at for at in range(4, len(body), _ENTRY_LEN)}
+        return self._at.get(entry)
+
+    def _search(self, entry: bytes) -> int | None:
+        body = self._body
+        at = body.find(entry, 4)
+        while at != -1:
+            if (at - 4) % _ENTRY_LEN == 0:
+                return at
+            at = body.find(entry, at + 1)    # inside another entry's bytes: go on
+        return None
+
     def __getitem__(self, entry_id: uuid.UUID) -> UnitKey:
-        at = self._at[entry_id.bytes]
-        return UnitKey._create(self.segment_id, entry_id,
-                               self._body[at + _ID_LEN:at + _ENTRY_LEN])
+        unit = self.get(entry_id)
+        if unit is None:
+            raise KeyError(entry_id)
+        return unit
 
     def get(self, entry_id: uuid.UUID, default: UnitKey | None = None  # type: ignore[override]
             ) -> UnitKey | None:
-        at = self._at.get(entry_id.bytes)
+        at = self._offset(entry_id.bytes)
         if at is None:
             return default
         return UnitKey._create(self.segment_id, entry_id,
                                self._body[at + _ID_LEN:at + _ENTRY_LEN])
 
     def __contains__(self, entry_id: object) -> bool:
-        return isinstance(entry_id, uuid.UUID) and entry_id.bytes in self._at
+        return isinstance(entry_id, uuid.UUID) and self._offset(entry_id.bytes) is not None
 
     def __iter__(self) -> Iterator[uuid.UUID]:
-        return (uuid.UUID(bytes=entry) for entry in self._at)
+        body = self._body
+        return (uuid.UUID(bytes=body[at:at + _ID_LEN])
+                for at in range(4, len(body), _ENTRY_LEN))
 
     def __len__(self) -> int:
-        return len(self._at)
+        return (len(self._body) - 4) // _ENTRY_LEN
 
     def without(self, entry_ids: Iterable[uuid.UUID]) -> SegmentEntries:
         """The same segment less these entries (those it does not hold are ignored)."""
-        drop = {e.bytes for e in entry_ids}
         body = self._body
-        kept = [body[at:at + _ENTRY_LEN] for entry, at in self._at.items() if entry not in drop]
-        return SegmentEntries._create(self.segment_id,
-                                      struct.pack(">I", len(kept)) + b"".join(kept))
+        cuts = sorted({at for e in entry_ids for at in [self._search(e.bytes)]
+                       if at is not None})
+        parts, start = [], 4
+        for at in cuts:
+            parts.append(body[start:at])
+            start = at + _ENTRY_LEN
+        parts.append(body[start:])
+        return SegmentEntries._create(self.segment_id, struct.pack(
+            ">I", len(self) - len(cuts)) + b"".join(parts))
 
     def encode(self, wrapping: RootKeyProvider, tenant_id: uuid.UUID) -> bytes:
         """This segment as a key-store object under a fresh segment key (encode_segment's

@@ -57,9 +57,8 @@ SEGMENT_CACHE = 256
 # rows at once, the cached key only lives this long after.
 SEGMENT_CACHE_SECONDS = 30.0
 # An erasure's segments are locked, read and rewritten this many at a time (one key-store
-# batch), reading at most REWRITE_READS of them at once.
+# batch each way).
 REWRITE_GROUP = 64
-REWRITE_READS = 16
 
 
 async def truncate_wal(db: Any) -> None:
@@ -274,20 +273,31 @@ class UnitKeys:
         while len(self._cache) > SEGMENT_CACHE:
             self._cache.popitem(last=False)
 
-    async def _segment(self, tenant_id: str, segment_id: uuid.UUID
-                       ) -> Mapping[uuid.UUID, keys.UnitKey]:
-        name = segment_name(tenant_id, segment_id)
-        cached = self._cache.get(name)
-        if cached is not None and time.monotonic() - cached[1] < SEGMENT_CACHE_SECONDS:
-            return cached[0]
-        data = await self.key_store.get(name)
-        if data is None:
-            entries: Mapping[uuid.UUID, keys.UnitKey] = {}
-        else:
-            entries = keys.decode_segment(await self.wrapping_key(tenant_id),
-                                          uuid.UUID(tenant_id), segment_id, data)
-        self._remember(name, entries)
-        return entries
+    async def _segments(self, tenant_id: str, segment_ids: list[uuid.UUID]
+                        ) -> list[Mapping[uuid.UUID, keys.UnitKey]]:
+        """These segments' entries, in order: from the cache while fresh, the others read
+        in one key-store batch (`get_many`); a missing segment has none."""
+        out: list[Mapping[uuid.UUID, keys.UnitKey] | None] = []
+        missing: list[int] = []
+        now = time.monotonic()
+        for i, segment_id in enumerate(segment_ids):
+            cached = self._cache.get(segment_name(tenant_id, segment_id))
+            if cached is not None and now - cached[1] < SEGMENT_CACHE_SECONDS:
+                out.append(cached[0])
+            else:
+                out.append(None)
+                missing.append(i)
+        if missing:
+            found = await self.key_store.get_many(
+                [segment_name(tenant_id, segment_ids[i]) for i in missing])
+            wrapping = await self.wrapping_key(tenant_id)
+            tenant = uuid.UUID(tenant_id)
+            for i, data in zip(missing, found, strict=True):
+                entries: Mapping[uuid.UUID, keys.UnitKey] = {} if data is None else \
+                    keys.decode_segment(wrapping, tenant, segment_ids[i], data)
+                self._remember(segment_name(tenant_id, segment_ids[i]), entries)
+                out[i] = entries
+        return out  # type: ignore[return-value]
 
     async def load(self, tenant_id: str, sealed: Iterable[bytes | None]) -> UnitRefs:
         """The unit keys that open these sealed values (format-2 records); an erased unit's
@@ -298,13 +308,23 @@ class UnitKeys:
             if ref is not None:
                 wanted.setdefault(ref[0], set()).add(ref[1])
         out: UnitRefs = {}
-        for segment_id, entries in wanted.items():
-            segment = await self._segment(tenant_id, segment_id)
-            for entry in entries:
-                unit = segment.get(entry)
-                if unit is not None:
-                    out[unit.ref] = unit
+        ordered = list(wanted)
+        # A group of segments at a time: only their entries, not the whole segments,
+        # stay in memory after (a subject on thousands of segments).
+        for start in range(0, len(ordered), REWRITE_GROUP):
+            group = ordered[start:start + REWRITE_GROUP]
+            for segment_id, segment in zip(group, await self._segments(tenant_id, group),
+                                           strict=True):
+                self._pick(wanted[segment_id], segment, out)
         return out
+
+    @staticmethod
+    def _pick(entries: set[uuid.UUID], segment: Mapping[uuid.UUID, keys.UnitKey],
+              out: UnitRefs) -> None:
+        for entry in entries:
+            unit = segment.get(entry)
+            if unit is not None:
+                out[unit.ref] = unit
 
     # -- erasing -------------------------------------------------------------------------
     async def erase(self, tenant_id: str, sealed: Iterable[bytes | None], *,
@@ -366,7 +386,7 @@ class UnitKeys:
                 await stack.enter_async_context(self._segment_lock(names[segment_id]))
             for name in names.values():
                 self._cache.pop(name, None)     # read what the key store holds now
-            current = await self._gather(self._segment(tenant_id, s) for s in group)
+            current = await self._segments(tenant_id, list(group))
             wrapping = await self.wrapping_key(tenant_id)
             tenant = uuid.UUID(tenant_id)
             rewrites: dict[str, bytes] = {}
@@ -414,16 +434,6 @@ class UnitKeys:
             entry[1] -= 1
             if entry[1] == 0:
                 del self._segment_locks[name]
-
-    @staticmethod
-    async def _gather(reads: Iterable[Awaitable[Any]]) -> list[Any]:
-        """Key-store reads REWRITE_READS at a time, results in order."""
-        gate = asyncio.Semaphore(REWRITE_READS)
-
-        async def one(read: Awaitable[Any]) -> Any:
-            async with gate:
-                return await read
-        return list(await asyncio.gather(*(one(r) for r in reads)))
 
     async def ledger(self, tenant_id: str) -> list[dict[str, Any]]:
         """Every deletion receipt of the tenant's ledger, oldest first."""

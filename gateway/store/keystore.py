@@ -10,8 +10,9 @@ Invariants:
   value. So does `put` for the value it replaces (files: the old file is overwritten; S3:
   on a versioned bucket the older versions are deleted). Files are overwritten in place
   and fsync'd before the unlink; on S3 every stored version of the key is deleted, not
-  just the newest. `put_many` and `delete_many` are these for many names at once
-  (files: one directory fsync for all; S3: concurrent requests). (On copy-on-write filesystems and
+  just the newest. `get_many`, `put_many` and `delete_many` are these for many names at
+  once (files: one worker-thread trip, one directory fsync for all; S3: concurrent
+  requests). (On copy-on-write filesystems and
   SSDs an overwrite may not reach the old blocks: what makes erasure certain is that these
   objects are themselves wrapped under the root key, so a stray copy is ciphertext.)
 - Names are paths of plain segments (`tenants/<uuid>.key`): letters, digits, `._-`, never
@@ -70,7 +71,7 @@ _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
 
-# Concurrent requests of one put_many/delete_many (an erasure's segment rewrites).
+# Concurrent requests of one get_many/put_many/delete_many (an erasure's segments).
 PUT_CONCURRENCY = 16
 # HEAD-then-GET rounds before a get gives up on an object that keeps being replaced.
 _GET_ATTEMPTS = 5
@@ -103,6 +104,7 @@ class KeyStore(Protocol):
     async def put_many(self, items: dict[str, bytes]) -> None: ...
     async def delete_many(self, names: list[str]) -> int: ...
     async def get(self, name: str) -> bytes | None: ...
+    async def get_many(self, names: list[str]) -> list[bytes | None]: ...
     async def delete(self, name: str) -> bool: ...
     async def list(self, prefix: str = "") -> list[str]: ...
     async def ping(self) -> bool: ...
@@ -282,6 +284,11 @@ class FileKeyStore:
     async def get(self, name: str) -> bytes | None:
         return await asyncio.to_thread(self._get, name, self._path(name))
 
+    async def get_many(self, names: list[str]) -> list[bytes | None]:
+        """`get` of each name, in order, in one trip to a worker thread."""
+        paths = [(name, self._path(name)) for name in names]
+        return await asyncio.to_thread(lambda: [self._get(n, p) for n, p in paths])
+
     def _get(self, name: str, path: Path) -> bytes | None:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
@@ -395,6 +402,15 @@ class S3KeyStore(S3Client):
             async with gate:
                 await self.put(name, data)
         await asyncio.gather(*(one(n, d) for n, d in items.items()))
+
+    async def get_many(self, names: list[str]) -> list[bytes | None]:
+        """`get` of each name, in order, PUT_CONCURRENCY at a time."""
+        gate = asyncio.Semaphore(PUT_CONCURRENCY)
+
+        async def one(name: str) -> bytes | None:
+            async with gate:
+                return await self.get(name)
+        return list(await asyncio.gather(*(one(n) for n in names)))
 
     async def delete_many(self, names: list[str]) -> int:
         gate = asyncio.Semaphore(PUT_CONCURRENCY)

@@ -324,6 +324,9 @@ class RegionKeyStore(_Routing):
             await self.guarded(region, self.store_named(region).put_many(part))
             self.observe_write(region, sum(len(d) for d in part.values()))
 
+    async def get_many(self, names: list[str]) -> list[bytes | None]:
+        return [await self.get(name) for name in names]
+
     async def delete_many(self, names: list[str]) -> int:
         by_region: dict[str | None, list[str]] = {}
         for name in names:

@@ -70,6 +70,21 @@ async def test_names_that_could_escape_or_hide_are_refused(key_store: KeyStore,
         await key_store.get(name)
 
 
+async def test_many_at_once_replace_and_erase_like_one_at_a_time(key_store: KeyStore,
+                                                                  tmp_path: Path) -> None:
+    await key_store.put("t/units/a", b"a-old")
+    await key_store.put_many({"t/units/a": b"a-new", "t/units/b": b"b", "t/units/c": b"c"})
+    assert [await key_store.get(f"t/units/{n}") for n in "abc"] == [b"a-new", b"b", b"c"]
+    assert await key_store.delete_many(["t/units/b", "t/units/c", "t/units/never"]) == 2
+    assert await key_store.list("t/") == ["t/units/a"]
+    if isinstance(key_store, FileKeyStore):
+        # Nothing left under a dot-name (temp files, replaced files awaiting the shred),
+        # and no byte of a replaced or deleted value anywhere in the store.
+        found = [p for p in (tmp_path / "keys").rglob("*") if p.is_file()]
+        assert [p.name for p in found] == ["a"]
+        assert all(b"old" not in p.read_bytes() for p in found)
+
+
 async def test_oversized_objects_are_refused(key_store: KeyStore) -> None:
     with pytest.raises(KeyStoreError):
         await key_store.put("big", bytes(1024 * 1024 + 1))
@@ -109,7 +124,7 @@ async def test_a_file_store_that_cannot_be_written_is_not_ready(tmp_path: Path) 
 
 
 # -- S3 -------------------------------------------------------------------------------------
-async def test_s3_delete_removes_every_version(seaweedfs: SeaweedS3) -> None:
+async def test_s3_put_and_delete_leave_no_old_version(seaweedfs: SeaweedS3) -> None:
     bucket = seaweedfs.create_bucket("gw-keys-versioned")
     client = seaweedfs.client()
     client.put_bucket_versioning(Bucket=bucket,
@@ -120,8 +135,18 @@ async def test_s3_delete_removes_every_version(seaweedfs: SeaweedS3) -> None:
         await store.put("tenants/v.key", b"version one")
         await store.put("tenants/v.key", b"version two")
         key = f"{store.prefix}/tenants/v.key"
+        # The put removed what it replaced: a rewritten unit-key segment leaves no older
+        # version holding the keys an erasure took out.
         versions = client.list_object_versions(Bucket=bucket, Prefix=key)
-        assert len(versions.get("Versions", [])) == 2
+        assert len(versions.get("Versions", [])) == 1
+        assert await store.get("tenants/v.key") == b"version two"
+        await store.put_many({"tenants/v.key": b"version three", "tenants/w.key": b"w"})
+        versions = client.list_object_versions(Bucket=bucket, Prefix=key)
+        assert len(versions.get("Versions", [])) == 1
+        old = client.get_object(Bucket=bucket, Key=key,
+                                VersionId=versions["Versions"][0]["VersionId"])
+        assert old["Body"].read() == b"version three"
+        assert await store.delete_many(["tenants/w.key"]) == 1
         assert await store.delete("tenants/v.key") is True
         assert await store.get("tenants/v.key") is None
         left = client.list_object_versions(Bucket=bucket, Prefix=key)
