@@ -32,6 +32,7 @@ import os
 import re
 import secrets
 import stat
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -71,6 +72,9 @@ _FILE_MODE = 0o600
 _DIR_MODE = 0o700
 
 
+# Files fsync'd at once by one put_many or delete_many (see _fsync_all).
+FSYNC_THREADS = 16
+_fsync_pool: ThreadPoolExecutor | None = None
 # Concurrent requests of one get_many/put_many/delete_many (an erasure's segments).
 PUT_CONCURRENCY = 16
 # HEAD-then-GET rounds before a get gives up on an object that keeps being replaced.
@@ -131,21 +135,38 @@ def _make_dirs(root: Path, directory: Path) -> None:
         _fsync_dir(path.parent)
 
 
+def _fsync_all(fds: list[int]) -> None:
+    """fsync these files, FSYNC_THREADS at a time: the file system commits concurrent
+    fsyncs together (ext4: one journal commit), where one after another each waits for
+    its own."""
+    if len(fds) <= 1:
+        for fd in fds:
+            os.fsync(fd)
+        return
+    global _fsync_pool
+    if _fsync_pool is None:
+        _fsync_pool = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="keystore-fsync")
+    for _ in _fsync_pool.map(os.fsync, fds):
+        pass
+
+
 def _shred_files(paths: list[Path]) -> int:
     """TenantRootKey.destroy for many files: each overwritten and fsync'd, all unlinked,
     then each directory fsync'd once. Returns how many existed."""
-    found = []
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
-        except FileNotFoundError:
-            continue
-        try:
+    found, fds = [], []
+    try:
+        for path in paths:
+            try:
+                fd = os.open(path, os.O_WRONLY | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError:
+                continue
+            fds.append(fd)
             _write_all(fd, b"\0" * os.fstat(fd).st_size)
-            os.fsync(fd)
-        finally:
+            found.append(path)
+        _fsync_all(fds)
+    finally:
+        for fd in fds:
             os.close(fd)
-        found.append(path)
     for path in found:
         path.unlink(missing_ok=True)
     for directory in {path.parent for path in found}:
@@ -246,22 +267,24 @@ class FileKeyStore:
         for directory in {path.parent for path, _ in items}:
             _make_dirs(self.root, directory)
         written: list[tuple[Path, Path]] = []
+        fds: list[int] = []
         try:
             for path, data in items:
                 tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
                              | getattr(os, "O_CLOEXEC", 0), _FILE_MODE)
                 written.append((path, tmp))
-                try:
-                    os.fchmod(fd, _FILE_MODE)
-                    _write_all(fd, data)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                fds.append(fd)
+                os.fchmod(fd, _FILE_MODE)
+                _write_all(fd, data)
+            _fsync_all(fds)
         except BaseException:
             for _, tmp in written:
                 tmp.unlink(missing_ok=True)
             raise
+        finally:
+            for fd in fds:
+                os.close(fd)
         # As in `_put`: the replaced file keeps a dot-name until it is shredded.
         shreds: list[Path] = []
         try:
