@@ -332,11 +332,26 @@ class UnitKeys:
         """Delete the unit keys of these sealed values from the key store, after writing a
         ledger entry naming them and the deleted `rows` ({"calls": [...], "events":
         [...]}). Returns how many keys were deleted."""
+        return await self.delete_recorded(
+            tenant_id, await self.record_erasure(tenant_id, sealed, rows=rows))
+
+    async def record_erasure(self, tenant_id: str, sealed: Iterable[bytes | None], *,
+                             rows: dict[str, list[str]] | None = None
+                             ) -> list[tuple[uuid.UUID, uuid.UUID]]:
+        """`erase`'s first half: the ledger entry naming these values' unit keys and the
+        deleted `rows`; returns the keys, for `delete_recorded` (an erasure in several
+        write units records each after its commit and deletes all keys once, so a
+        segment holding keys of several units is rewritten once)."""
         refs = sorted({ref for value in sealed if value is not None
                        for ref in [keys.unit_ref(bytes(value))] if ref is not None})
-        if not refs and not any((rows or {}).values()):
-            return 0
-        await self._write_ledger(tenant_id, refs, rows or {})
+        if refs or any((rows or {}).values()):
+            await self._write_ledger(tenant_id, refs, rows or {})
+        return refs
+
+    async def delete_recorded(self, tenant_id: str,
+                              refs: Iterable[tuple[uuid.UUID, uuid.UUID]]) -> int:
+        """`erase`'s second half: delete keys a ledger entry already names (a crash before
+        this leaves them to the start-up replay). Returns how many were deleted."""
         return await self._delete_refs(tenant_id, refs)
 
     async def discard(self, tenant_id: str, sealed: Iterable[bytes | None]) -> int:
