@@ -19,13 +19,19 @@ Invariants:
   `<tenant>/ledger/<time>-<id>` (deletion receipts: ids only, never a number or a key).
 - Erasing rewrites each touched segment without the erased entries under a fresh
   segment key (the key store's `put` shreds what it replaces) or deletes the segment when
-  nothing is left. Rewrites of one segment are serialised in this process; across
+  nothing is left, `REWRITE_GROUP` segments per key-store batch (`put_many`,
+  `delete_many`), each group's segments locked in name order. Rewrites of one segment
+  are serialised in this process (its lock lives while anyone holds or awaits it); across
   replicas two rewrites of one segment can race (each read the segment before the other
   wrote it) and the later write brings back a key the earlier one erased. Every replica
   repairs that periodically (`replay_recent`, gateway/lifecycle/ledger.py's job): the keys
   named by ledger entries of the last few minutes are deleted again, so a resurrected key
   lives at most one job interval; the start-up replay re-deletes every listed key.
-- Erasure writes the ledger entry before deleting keys and after the rows' commit, and
+- What a request loaded (`pin`) stays readable to it whatever the shared segment cache
+  (`SEGMENT_CACHE` segments) evicts meanwhile: an erased-looking key is really erased,
+  never a cache miss.
+- Erasure writes the ledger entry before deleting keys and after the rows' commit (an
+  erasure in several write units records each unit, then deletes all their keys), and
   start-up replays every ledger entry: rows named there that a restored database brings
   back are deleted again, and keys a restored key store brings back are deleted again.
 """

@@ -1,6 +1,8 @@
 """The key store: small secret objects (tenant root keys, later per-call and per-recording
 keys) kept apart from the database and the blobs, and the factories that open a key
-store or a blob store from a configured URL.
+store or a blob store from a configured URL. Long because the file and S3 stores each
+carry the erasure guarantees below for single and batched writes (the batches are an
+erasure's segment rewrites), and splitting them would separate a guarantee from its code.
 
 Invariants:
 - `put` returns only once the object is durable (file: temp file fsync'd, renamed, and the
