@@ -284,3 +284,35 @@ async def test_receipts_in_the_audit_log_and_metrics(gateway):
 def get_lag(gateway) -> float:
     from gateway.lifecycle.retention import get_retention
     return get_retention(gateway.services).sweeper.metrics.lag.labels("call_metadata")._value.get()
+
+
+async def test_number_hold_check_keeps_the_keys_it_loaded_for_a_batch_on_many_segments(
+        monkeypatch, gateway):
+    # A segment cache of two and segments of two keys: the batch's parties span more
+    # segments than the cache holds, so the hold check must use the keys it loaded.
+    from gateway.lifecycle import unit_keys
+    monkeypatch.setattr(unit_keys, "SEGMENT_CACHE", 2)
+    units = gateway.services.keyring.units
+    monkeypatch.setattr(units, "_ahead", 2)
+    env = await make_env(gateway)
+    await env.request("PUT", "/v1/retention", json={"call_metadata": 1})
+    held = "+14155550170"
+    ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    # Another number in the held number's blind-index bucket: its calls are decrypted
+    # and compared, and are not held.
+    neighbour = next(n for n in (f"+1415{i:07d}" for i in range(1, 10**7))
+                     if n != held and ring.blind_index(n) == ring.blind_index(held))
+    kept = [await env.call(f"h{i}", from_number=held) for i in range(2)]
+    gone = [await env.call(f"n{i}", from_number=neighbour) for i in range(6)]
+    code, hold, _ = await env.request("POST", "/v1/legal-holds", json={
+        "scope": "phone_number", "phone_number": held, "reason": "case 18"})
+    assert code == 201, hold
+    gateway.clock.advance(days=2)
+    units._cache.clear()
+    code, preview, _ = await env.request("GET", "/v1/retention/preview")
+    assert preview["classes"]["call_metadata"]["would_delete"] == len(gone)
+    report = await env.sweep()
+    assert report.tenants[0].kept["call_metadata"] == {"held": len(kept)}
+    assert report.totals()["call_metadata"] == len(gone)
+    assert await env.count("calls", f"id IN ({','.join('?' * len(gone))})", tuple(gone)) == 0
+    assert await env.count("calls", "id IN (?, ?)", tuple(kept)) == 2
