@@ -65,6 +65,7 @@ SEGMENT_CACHE_SECONDS = 30.0
 # An erasure's segments are locked, read and rewritten this many at a time (one key-store
 # batch each way).
 REWRITE_GROUP = 64
+GROUPS_IN_FLIGHT = 3
 
 
 async def truncate_wal(db: Any) -> None:
@@ -391,13 +392,22 @@ class UnitKeys:
         # that order (two erasures never wait on each other in a circle), read together,
         # and rewritten or deleted in one key-store batch (files: one directory fsync;
         # S3: concurrent PUTs) instead of one write after another.
+        # A few groups at once (disjoint segments, each locked in the same order): one
+        # group's encryption runs while another's reads and fsyncs are under way.
         ordered = sorted(by_segment, key=lambda s: segment_name(tenant_id, s))
-        deleted = 0
-        for start in range(0, len(ordered), REWRITE_GROUP):
-            group = ordered[start:start + REWRITE_GROUP]
-            deleted += await self._rewrite_group(
-                tenant_id, {s: by_segment[s] for s in group})
-        return deleted
+        gate = asyncio.Semaphore(GROUPS_IN_FLIGHT)
+
+        async def one(group: list[uuid.UUID]) -> int:
+            async with gate:
+                return await self._rewrite_group(tenant_id, {s: by_segment[s] for s in group})
+        # Every group runs to its end; then the first failure (as raised: a 503 stays one).
+        done = await asyncio.gather(*(one(ordered[start:start + REWRITE_GROUP])
+                                      for start in range(0, len(ordered), REWRITE_GROUP)),
+                                    return_exceptions=True)
+        for result in done:
+            if isinstance(result, BaseException):
+                raise result
+        return sum(done)
 
     async def _rewrite_group(self, tenant_id: str, group: dict[uuid.UUID, set[uuid.UUID]]
                              ) -> int:
