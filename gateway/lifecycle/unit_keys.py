@@ -388,12 +388,11 @@ class UnitKeys:
         by_segment: dict[uuid.UUID, set[uuid.UUID]] = {}
         for segment_id, entry in refs:
             by_segment.setdefault(segment_id, set()).add(entry)
-        # Segments in name order, a group at a time: each group's segments are locked in
-        # that order (two erasures never wait on each other in a circle), read together,
-        # and rewritten or deleted in one key-store batch (files: one directory fsync;
-        # S3: concurrent PUTs) instead of one write after another.
-        # A few groups at once (disjoint segments, each locked in the same order): one
-        # group's encryption runs while another's reads and fsyncs are under way.
+        # Segments in name order, in groups: each group's segments are locked in that
+        # order (two erasures never wait on each other in a circle), read together, and
+        # rewritten or deleted in one key-store batch (files: one directory fsync; S3:
+        # concurrent PUTs) instead of one write after another. A few groups run at once
+        # (disjoint segments): one's encryption while another's reads and fsyncs wait.
         ordered = sorted(by_segment, key=lambda s: segment_name(tenant_id, s))
         gate = asyncio.Semaphore(GROUPS_IN_FLIGHT)
 
