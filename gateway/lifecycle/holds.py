@@ -8,7 +8,7 @@ Invariants:
   hold deletes that key (ledger entry first): a released hold shows neither number nor
   reason again, from any copy of the database.
 - A number hold is found by blind index, then the call's parties are decrypted and
-  compared exactly (16 bits: many numbers share a value). Inside a write unit
+  compared exactly (a truncated index: by design other numbers share a value). Inside a write unit
   (`active_tx`) the key store cannot be read: a number hold whose number is not yet known
   to this process holds every call in its blind-index bucket (never fewer calls), until
   `active()` (or reading the hold) has loaded its key.
@@ -81,7 +81,7 @@ class Holds:
             return False
         if from_index not in self.numbers and to_index not in self.numbers:
             return False
-        # A blind-index hit is only a candidate (16 bits: many numbers share a value).
+        # A blind-index hit is only a candidate (the index is truncated: others share it).
         assert ring is not None
         decoded = json.loads(ring.open_record(PARTIES_RECORD, call_id, bytes(parties),
                                               units=units))

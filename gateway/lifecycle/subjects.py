@@ -2,9 +2,9 @@
 
 The number may be written any way a person writes it; it is normalised to E.164
 (gateway/core/phone.py) and matched the way every lookup by number works here: the blind
-index selects candidate calls (16 bits, so a bucket holds many numbers), then each candidate's
-parties are decrypted and compared exactly. A call matches when the number is its caller
-or its callee.
+index selects candidate calls (truncated to the tenant's width, so a bucket holds several
+numbers), then each candidate's parties are decrypted and compared exactly. A call
+matches when the number is its caller or its callee.
 
 Each request is a row in `subject_requests`: an id, the kind, a due date
 (`[retention] dsr_due_days` after receipt), a status and, once done, a receipt (counts,
