@@ -10,6 +10,7 @@ Only this package imports ``cryptography`` for data encryption, and no raw key l
 
 from ._blob import BlobReader, BlobWriter
 from ._errors import DecryptionError
+from ._random import public_random_bytes
 from ._root import FileRootKeyProvider, RootKeyProvider
 from ._signing import OperatorSigningKey, verify_ed25519
 from ._tenant import (
@@ -41,6 +42,7 @@ from ._unit import (
 
 __all__ = [
     "DecryptionError",
+    "public_random_bytes",
     "RootKeyProvider",
     "FileRootKeyProvider",
     "TenantRootKey",

@@ -1,4 +1,5 @@
-"""Random bytes for record salts and nonces, read from the kernel 4 KiB at a time.
+"""Random bytes that need not stay secret (record salts and nonces, row ids), read from
+the kernel 4 KiB at a time.
 
 Why: `os.urandom` lets go of the GIL for its system call, and on the ingest path the
 database writer thread is often waiting for it, so each seal cost the event loop a
@@ -9,8 +10,9 @@ Invariants:
 - No byte is handed out twice: the pool is consumed under a lock (seals run on the
   event loop and in worker threads).
 - A forked child drops the pool it inherited, so parent and child never share bytes.
-- Only salts and nonces come from here; keys are drawn with `os.urandom` where they are
-  made, so no future key material waits in memory.
+- Only values that must not repeat but need not stay secret come from here (salts,
+  nonces, the random bits of row ids: gateway/store/ids.py); keys are drawn with
+  `os.urandom` where they are made, so no future key material waits in memory.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 
-__all__ = ["salt_and_nonce"]
+__all__ = ["public_random_bytes"]
 
 _POOL_BYTES = 4096
 _lock = threading.Lock()
@@ -26,7 +28,7 @@ _pool = b""
 _offset = 0
 
 
-def salt_and_nonce(n: int) -> bytes:
+def public_random_bytes(n: int) -> bytes:
     """`n` (at most `_POOL_BYTES`) fresh random bytes."""
     global _pool, _offset
     with _lock:

@@ -65,7 +65,7 @@ def seal(
     records_key: bytes, tenant: bytes, kind: bytes, record_id: bytes, kek_version: int, plaintext
 ) -> bytes:
     info = _info(tenant, kind, record_id, kek_version)
-    rand = _random.salt_and_nonce(_SALT_LEN + _NONCE_LEN)
+    rand = _random.public_random_bytes(_SALT_LEN + _NONCE_LEN)
     key = derive32(records_key, rand[:_SALT_LEN], info)
     ct = AESGCM(key).encrypt(rand[_SALT_LEN:], plaintext, info)
     return _PREFIX.pack(FORMAT, kek_version) + rand + ct

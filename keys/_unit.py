@@ -267,7 +267,7 @@ def _info(tenant: bytes, kind: bytes, record_id: bytes, unit: UnitKey) -> bytes:
 def seal_with_unit(unit: UnitKey, tenant: bytes, kind: bytes, record_id: bytes,
                    plaintext: bytes) -> bytes:
     info = _info(tenant, kind, record_id, unit)
-    rand = _random.salt_and_nonce(_SALT_LEN + _NONCE_LEN)
+    rand = _random.public_random_bytes(_SALT_LEN + _NONCE_LEN)
     key = derive32(unit._key, rand[:_SALT_LEN], info)
     return (bytes([RECORD_FORMAT]) + unit.segment_id.bytes + unit.entry_id.bytes + rand
             + AESGCM(key).encrypt(rand[_SALT_LEN:], plaintext, info))

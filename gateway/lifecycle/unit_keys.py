@@ -164,17 +164,8 @@ class UnitKeys:
     # -- new keys ------------------------------------------------------------------------
     async def new_keys(self, tenant_id: str, count: int) -> list[keys.UnitKey]:
         """`count` new unit keys, durable in the key store when this returns."""
-        if count <= 0:
-            return []
-        if self._ahead:
-            return await self._take_spare(tenant_id, count)
-        batch = self._open.get(tenant_id)
-        if batch is None or len(batch.units) + count > keys.MAX_SEGMENT_ENTRIES:
-            batch = self._open[tenant_id] = _Batch()
-            asyncio.get_running_loop().create_task(self._flush(tenant_id, batch))
-        units = [keys.new_unit_key(batch.segment_id) for _ in range(count)]
-        batch.units.extend(units)
-        await asyncio.shield(batch.done)
+        units, durable = await self.reserve_keys(tenant_id, count)
+        await durable
         return units
 
     async def reserve_keys(self, tenant_id: str, count: int

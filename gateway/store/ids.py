@@ -8,10 +8,10 @@ sweep measured ~2x faster at 300k calls. The timestamp is creation time at milli
 resolution, which the rows carry in the clear anyway.
 
 Invariants:
-- The random bits come from the kernel (os.urandom), read 4 KiB at a time into a
-  per-process pool rather than one syscall per id (issue 12: two ids per event, each with
-  its own urandom call, were a measurable share of the ingest path). A forked child drops
-  the pool it inherited, so parent and child never hand out the same bits.
+- The random bits come from the kernel through keys.public_random_bytes, a per-process
+  pool read 4 KiB at a time rather than one syscall per id (issue 12: two ids per event,
+  each with its own urandom call, were a measurable share of the ingest path); a forked
+  child drops the pool it inherited, so parent and child never hand out the same bits.
 - Monotonic within a process: an id made in the same millisecond as the previous one (or
   after the wall clock stepped back) is the previous one plus a random step of 1..2^32 in
   its 74 random bits (RFC 9562 §6.2, method 2), so ids sort in creation order; should the
@@ -25,7 +25,8 @@ import os
 import threading
 import time
 
-_POOL_BYTES = 4096
+import keys
+
 # 74 random bits: rand_a (12) above the version-7 variant bits, rand_b (62) below them.
 _RAND_BITS = 74
 _RAND_B_BITS = 62
@@ -35,28 +36,17 @@ _VERSION_7 = 0x7 << 76
 _VARIANT_RFC = 0x2 << 62
 
 _lock = threading.Lock()     # ids are made on the loop and in worker threads
-_pool = b""
-_offset = 0
 _last_millis = -1
 _last_rand = 0
 
 
-def _random_bytes(n: int) -> bytes:
-    global _pool, _offset
-    if _offset + n > len(_pool):
-        _pool, _offset = os.urandom(_POOL_BYTES), 0
-    chunk = _pool[_offset:_offset + n]
-    _offset += n
-    return chunk
-
-
-def _forget_pool() -> None:
-    global _pool, _offset, _last_millis, _lock
-    _pool, _offset, _last_millis = b"", 0, -1
+def _forget_state() -> None:
+    global _last_millis, _lock
+    _last_millis = -1
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(after_in_child=_forget_state)
 
 
 def new_id() -> str:
@@ -64,13 +54,13 @@ def new_id() -> str:
     millis = time.time_ns() // 1_000_000
     with _lock:
         if millis > _last_millis:
-            rand = int.from_bytes(_random_bytes(10), "big") >> (80 - _RAND_BITS)
+            rand = int.from_bytes(keys.public_random_bytes(10), "big") >> (80 - _RAND_BITS)
         else:
             millis = _last_millis
-            rand = _last_rand + 1 + int.from_bytes(_random_bytes(4), "big")
+            rand = _last_rand + 1 + int.from_bytes(keys.public_random_bytes(4), "big")
             if rand >> _RAND_BITS:
                 millis += 1
-                rand = int.from_bytes(_random_bytes(10), "big") >> (80 - _RAND_BITS)
+                rand = int.from_bytes(keys.public_random_bytes(10), "big") >> (80 - _RAND_BITS)
         _last_millis, _last_rand = millis, rand
     value = ((millis & _MILLIS_MASK) << 80 | _VERSION_7 | (rand >> _RAND_B_BITS) << 64
              | _VARIANT_RFC | (rand & _RAND_B_MASK))

@@ -46,7 +46,7 @@ def fixed_random():
         return out[:n]
 
     with mock.patch.object(os, "urandom", urandom), \
-            mock.patch.object(keys_random, "salt_and_nonce", urandom):
+            mock.patch.object(keys_random, "public_random_bytes", urandom):
         yield
 
 
