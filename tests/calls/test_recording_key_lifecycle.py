@@ -8,34 +8,12 @@ import os
 import uuid
 
 import keys
-from gateway.lifecycle.unit_keys import segment_name
-from tests.support.signers import call_updated, new_whsec, standard_delivery
-
-
-async def _call(gateway):
-    tenant = await gateway.new_tenant("acme")
-    secret = new_whsec()
-    integration = await gateway.integration(tenant, "standard", {"secret": secret})
-    raw, headers = standard_delivery(secret, call_updated("pc-keys", "completed"),
-                                     gateway.clock.now())
-    status, _, _ = await gateway.request("POST", f"/v1/hooks/standard/{integration['id']}",
-                                         data=raw, headers=headers)
-    assert status == 200
-    _, page, _ = await gateway.request("GET", "/v1/calls", headers=tenant.auth)
-    return tenant, page["items"][0]["id"]
-
-
-async def _entries(gateway, tenant_id: str, segment_id: uuid.UUID) -> set[uuid.UUID]:
-    units = gateway.services.keyring.units
-    data = await units.key_store.get(segment_name(tenant_id, segment_id))
-    if data is None:
-        return set()
-    return set(keys.decode_segment(await units.wrapping_key(tenant_id), uuid.UUID(tenant_id),
-                                   segment_id, data))
+from tests.calls.helpers import one_call
+from tests.support.forensics import stored_segment_entries
 
 
 async def test_upload_key_is_in_the_key_store_and_ranges_read_with_it(gateway):
-    tenant, call_id = await _call(gateway)
+    tenant, call_id = await one_call(gateway, "pc-keys")
     audio = os.urandom(200_000)
     code, stored, _ = await gateway.request(
         "POST", f"/v1/calls/{call_id}/recordings", data=audio,
@@ -44,7 +22,7 @@ async def test_upload_key_is_in_the_key_store_and_ranges_read_with_it(gateway):
     row = await gateway.services.db.fetchone("SELECT key_ref FROM recordings WHERE id = ?",
                                              (stored["id"],))
     segment_id, entry = keys.unit_ref(bytes(row[0]))
-    assert entry in await _entries(gateway, tenant.id, segment_id)
+    assert entry in await stored_segment_entries(gateway, tenant.id, segment_id)
     assert await gateway.services.db.fetchall("SELECT object_id FROM blob_keys") == []
     for range_header, expected in (("bytes=0-0", audio[:1]),
                                    ("bytes=65535-65537", audio[65535:65538]),
@@ -56,7 +34,7 @@ async def test_upload_key_is_in_the_key_store_and_ranges_read_with_it(gateway):
 
 
 async def test_upload_cut_off_at_the_size_limit_leaves_no_key(gateway):
-    tenant, call_id = await _call(gateway)
+    tenant, call_id = await one_call(gateway, "pc-keys")
     # A streamed upload (no Content-Length) that crosses the limit midway: the recording
     # has begun (row, key) when the 413 ends it.
     gateway.services.config.limits.max_recording_bytes = 100_000
@@ -75,4 +53,4 @@ async def test_upload_cut_off_at_the_size_limit_leaves_no_key(gateway):
     (entry,) = [e for e in ledger if e.get("recordings")]
     (unit,) = entry["units"]
     segment_id, _, entry_id = unit.partition(".")
-    assert uuid.UUID(entry_id) not in await _entries(gateway, tenant.id, uuid.UUID(segment_id))
+    assert uuid.UUID(entry_id) not in await stored_segment_entries(gateway, tenant.id, uuid.UUID(segment_id))

@@ -10,20 +10,7 @@ import aiohttp
 import pytest
 
 from gateway.calls.recordings import LEASE_SECONDS
-from tests.support.signers import call_updated, new_whsec, standard_delivery
-
-
-async def _call(gateway):
-    tenant = await gateway.new_tenant("acme")
-    secret = new_whsec()
-    integration = await gateway.integration(tenant, "standard", {"secret": secret})
-    raw, headers = standard_delivery(secret, call_updated("pc-crash", "completed"),
-                                     gateway.clock.now())
-    status, _, _ = await gateway.request("POST", f"/v1/hooks/standard/{integration['id']}",
-                                         data=raw, headers=headers)
-    assert status == 200
-    _, page, _ = await gateway.request("GET", "/v1/calls", headers=tenant.auth)
-    return tenant, page["items"][0]["id"]
+from tests.calls.helpers import one_call
 
 
 def _blob_files(gateway):
@@ -33,7 +20,7 @@ def _blob_files(gateway):
 
 
 async def test_client_disconnect_mid_upload_leaves_nothing(gateway):
-    tenant, call_id = await _call(gateway)
+    tenant, call_id = await one_call(gateway, "pc-crash")
 
     async def body():
         yield os.urandom(300_000)
@@ -62,7 +49,7 @@ async def test_client_disconnect_mid_upload_leaves_nothing(gateway):
 # multipart uploads are covered in tests/store/test_s3_blobs.py.
 @pytest.mark.backends("sqlite")
 async def test_recovery_removes_what_a_dead_writer_left(gateway):
-    tenant, call_id = await _call(gateway)
+    tenant, call_id = await one_call(gateway, "pc-crash")
     services = gateway.services
     # A writer that died: row 'writing', key row, half a temp file.
     writer = await services.recordings.begin(tenant.id, call_id, "upload")

@@ -18,15 +18,13 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-import keys
-from gateway.lifecycle.unit_keys import segment_name
 from tests.lifecycle.helpers import iso, make_env
+from tests.support.forensics import stored_segment_entries
 from tests.support.server import start_gateway
 
 SUBJECT = "+14155550123"
@@ -168,13 +166,8 @@ async def test_erase_leaves_no_key_or_sealed_bytes_in_database_wal_or_key_store(
             assert needle not in data, f"erased bytes found in {path.name}"
     # Each erased key's segment is gone or, rewritten without it (it also holds keys written
     # ahead for later calls), decrypts without the erased entries; the kept call opens.
-    wrapping = await gateway.services.keyring.wrapping_key(env.tenant.id)
     for segment_id, entry_id in loaded:
-        path = config.tenant_key_dir / segment_name(env.tenant.id, segment_id)
-        if path.exists():
-            entries = keys.decode_segment(wrapping, uuid.UUID(env.tenant.id), segment_id,
-                                          path.read_bytes())
-            assert entry_id not in entries
+        assert entry_id not in await stored_segment_entries(gateway, env.tenant.id, segment_id)
     code, call, _ = await env.request("GET", f"/v1/calls/{kept}")
     assert code == 200 and call["from"] == OTHER
 

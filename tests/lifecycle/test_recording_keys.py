@@ -9,9 +9,9 @@ import uuid
 
 import keys
 from gateway.lifecycle.ledger import ledger_replay_job
-from gateway.lifecycle.unit_keys import segment_name
 from tests.lifecycle.helpers import make_env
 from tests.lifecycle.legacy import legacy_recording, wrapped_dek
+from tests.support.forensics import stored_segment_entries
 
 AUDIO = bytes(range(256)) * 1200          # 300 KiB: several 64 KiB segments
 
@@ -20,16 +20,6 @@ async def _key_ref(gateway, recording_id: str) -> bytes | None:
     row = await gateway.services.db.fetchone("SELECT key_ref FROM recordings WHERE id = ?",
                                              (recording_id,))
     return bytes(row[0]) if row is not None and row[0] is not None else None
-
-
-async def _stored_entries(gateway, tenant_id: str, segment_id: uuid.UUID) -> set[uuid.UUID]:
-    """The entries of a segment as the key store holds it now (no process cache)."""
-    units = gateway.services.keyring.units
-    data = await units.key_store.get(segment_name(tenant_id, segment_id))
-    if data is None:
-        return set()
-    return set(keys.decode_segment(await units.wrapping_key(tenant_id), uuid.UUID(tenant_id),
-                                   segment_id, data))
 
 
 async def _read(env, recording_id: str, range_header: str | None = None):
@@ -54,7 +44,7 @@ async def test_each_recording_key_is_in_the_key_store_and_leaves_with_it(gateway
     assert len({keys.unit_ref(ref) for ref in refs.values()}) == 3
     for ref in refs.values():
         segment_id, entry = keys.unit_ref(ref)
-        assert entry in await _stored_entries(gateway, tenant, segment_id)
+        assert entry in await stored_segment_entries(gateway, tenant, segment_id)
     # Whole and by range.
     code, audio, _ = await _read(env, kept)
     assert code == 200 and audio == AUDIO
@@ -71,7 +61,7 @@ async def test_each_recording_key_is_in_the_key_store_and_leaves_with_it(gateway
     assert code == 200 and result["status"] == "completed", result
     for gone in (old, erased):
         segment_id, entry = keys.unit_ref(refs[gone])
-        assert entry not in await _stored_entries(gateway, tenant, segment_id)
+        assert entry not in await stored_segment_entries(gateway, tenant, segment_id)
         assert (await _read(env, gone))[0] == 404
     ledger = await gateway.services.keyring.units.ledger(tenant)
     named = {u for e in ledger for u in e.get("units", [])}
@@ -100,7 +90,7 @@ async def test_recordings_stored_before_move_into_the_key_store(gateway):
     for i, recording_id in enumerate(legacy):
         ref = await _key_ref(gateway, recording_id)
         segment_id, entry = keys.unit_ref(ref)
-        assert entry in await _stored_entries(gateway, env.tenant.id, segment_id)
+        assert entry in await stored_segment_entries(gateway, env.tenant.id, segment_id)
         code, audio, _ = await _read(env, recording_id)
         assert code == 200 and audio == AUDIO + bytes([i])
         code, part, _ = await _read(env, recording_id, f"bytes={len(AUDIO) - 5}-")
@@ -137,7 +127,7 @@ async def test_two_processes_moving_the_same_key_keep_one(gateway):
     assert code == 200 and audio == AUDIO
     # Every key of this tenant's segments is the recording's (one) or an ingest key.
     listed = await gateway.services.keyring.units.key_store.list(f"{env.tenant.id}/units/")
-    stored = [await _stored_entries(gateway, env.tenant.id, uuid.UUID(n.rsplit("/", 1)[1]))
+    stored = [await stored_segment_entries(gateway, env.tenant.id, uuid.UUID(n.rsplit("/", 1)[1]))
               for n in listed]
     assert sum(entry in s for s in stored) == 1
 
@@ -151,7 +141,7 @@ async def test_hold_number_and_reason_under_the_holds_own_key(gateway):
         "SELECT number_sealed, reason FROM legal_holds WHERE id = ?", (hold["id"],))
     number_ref = keys.unit_ref(bytes(row["number_sealed"]))
     assert number_ref is not None and number_ref == keys.unit_ref(bytes(row["reason"]))
-    assert number_ref[1] in await _stored_entries(gateway, env.tenant.id, number_ref[0])
+    assert number_ref[1] in await stored_segment_entries(gateway, env.tenant.id, number_ref[0])
     # Another hold has another key.
     code, other, _ = await env.request("POST", "/v1/legal-holds",
                                        json={"scope": "tenant", "reason": "audit"})
@@ -161,7 +151,7 @@ async def test_hold_number_and_reason_under_the_holds_own_key(gateway):
 
     code, _, _ = await env.request("DELETE", f"/v1/legal-holds/{hold['id']}")
     assert code == 204
-    assert number_ref[1] not in await _stored_entries(gateway, env.tenant.id, number_ref[0])
+    assert number_ref[1] not in await stored_segment_entries(gateway, env.tenant.id, number_ref[0])
     code, released, _ = await env.request("GET", f"/v1/legal-holds/{hold['id']}")
     assert code == 200 and released["active"] is False
     assert released["phone_number"] is None and released["reason"] is None
@@ -215,10 +205,10 @@ async def test_periodic_ledger_replay_repairs_a_racing_segment_rewrite(gateway):
         await asyncio.wait_for(gated.reached.wait(), 10)
         # Replica 1 erases x meanwhile; then replica 2's stale write brings x back.
         await first.erase(tenant, [sealed_x])
-        assert x.entry_id not in await _stored_entries(gateway, tenant, x.segment_id)
+        assert x.entry_id not in await stored_segment_entries(gateway, tenant, x.segment_id)
         gated.gate.set()
         await racing
-        assert x.entry_id in await _stored_entries(gateway, tenant, x.segment_id)
+        assert x.entry_id in await stored_segment_entries(gateway, tenant, x.segment_id)
 
         # The periodic replay (on either replica) deletes it again within its interval.
         job = ledger_replay_job(second, interval=0.2)
@@ -226,13 +216,13 @@ async def test_periodic_ledger_replay_repairs_a_racing_segment_rewrite(gateway):
         try:
             loop = asyncio.get_running_loop()
             started = loop.time()
-            while x.entry_id in await _stored_entries(gateway, tenant, x.segment_id):
+            while x.entry_id in await stored_segment_entries(gateway, tenant, x.segment_id):
                 assert loop.time() - started < 5, "the resurrected key was not deleted again"
                 await asyncio.sleep(0.05)
         finally:
             await job.stop()
         assert job.failures == 0
-        stored = await _stored_entries(gateway, tenant, x.segment_id)
+        stored = await stored_segment_entries(gateway, tenant, x.segment_id)
         assert x.entry_id not in stored and y.entry_id not in stored
     finally:
         await second.close()
