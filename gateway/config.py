@@ -67,6 +67,9 @@ class StorageConfig:
     # gateway/store/__init__.py for the URL forms.
     database_url: str = ""
     database_pool_size: int = 8
+    # SQLite: batches of webhooks are written by a child process, off the event loop's
+    # GIL (gateway/store/writer_process.py). Off: the writer thread runs them.
+    sqlite_writer_process: bool = True
     blob_url: str = ""
     key_store_url: str = ""
     s3: S3Config = field(default_factory=lambda: S3Config())

@@ -84,6 +84,7 @@ async def open_services(config: Config, clock: Clock | None = None,
         config.storage.database_url, config.database_path,
         max_batch=config.storage.group_commit_max_batch,
         pool_size=config.storage.database_pool_size,
+        sqlite_writer_process=config.storage.sqlite_writer_process,
         observe_batch=metrics.group_commit_size.observe,
         observe_latency=lambda operation, seconds: metrics.backend_latency.labels(
             "postgresql", operation).observe(seconds),

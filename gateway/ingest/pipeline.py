@@ -7,12 +7,11 @@ minimised event. All events of one delivery go in one write unit, so they are du
 together before the platform gets its 2xx.
 
 Writes: a delivery's unit runs one by one (`_unit`: its statements per event) or, when
-several deliveries share a group-commit batch, set-based with them (`_write_together`: a
-few statements for the whole batch, the same merge rules applied in memory, in order).
-Both give the same rows; the set-based step hands anything unusual to the one-by-one path.
-
-Long because the merge rules exist twice on purpose (per statement and in memory) and
-belong beside each other; splitting them across modules would hide that they must agree.
+several deliveries share a group-commit batch, set-based with them
+(gateway/ingest/set_write.py: a few statements for the whole batch, the same merge rules
+applied in memory, in order; on SQLite in the writer process). Both give the same rows;
+the set-based step hands anything unusual to the one-by-one path, so the merge rules exist
+twice on purpose: `_merge_call` here and `set_write._merge_in_memory` must agree.
 """
 
 from __future__ import annotations
@@ -41,9 +40,12 @@ from gateway.core.clock import Clock, isoformat
 from gateway.core.metrics import Metrics
 from gateway.core.phone import try_normalise_party
 from gateway.errors import not_found
+from gateway.ingest import set_write
 from gateway.ingest.integrations import Integration, IntegrationService
+from gateway.ingest.set_write import MERGE_COLUMNS, duration_from_answer, merge_status
 from gateway.store import Database, WriteTx, sealed
 from gateway.store.ids import new_id
+from gateway.store.writer_process import RemoteStep
 from gateway.tenants.keyring import KeyRing
 
 log = logging.getLogger("gateway.ingest")
@@ -56,27 +58,6 @@ EVENT_RECORD = "call-event"
 sealed.register(sealed.SealedColumn("calls", "parties", PARTIES_RECORD, keyset=("sort_time", "id")))
 sealed.register(sealed.SealedColumn("call_events", "body", EVENT_RECORD,
                                     keyset=("received_at", "id")))
-
-_MERGE_COLUMNS = ("id, status, direction, started_at, ended_at, duration_seconds,"
-                  " last_sequence, parties")
-
-# Status order: a later rank never regresses to an earlier one; terminal is final.
-_RANK = {"queued": 0, "ringing": 1, "in-progress": 2}
-
-
-def status_rank(status: str | None) -> int:
-    if status is None:
-        return -1
-    return 3 if status in TERMINAL_STATUSES else _RANK.get(status, -1)
-
-
-def merge_status(current: str | None, incoming: str | None) -> str | None:
-    if incoming is None:
-        return current
-    if current in TERMINAL_STATUSES:
-        return current
-    return incoming if status_rank(incoming) >= status_rank(current) else current
-
 
 @dataclass(frozen=True)
 class _PreparedEvent:
@@ -103,25 +84,6 @@ class _Delivery:
     integration: Integration
     prepared: list[_PreparedEvent]
     now: str
-
-
-class _OneByOne(Exception):
-    """The set-based write met a case only the one-by-one path handles."""
-
-
-_NEW_CALL_COLUMNS = ("id", "tenant_id", "integration_id", "platform", "platform_call_id",
-                     "platform_session_id", "status", "direction", "started_at", "ended_at",
-                     "duration_seconds", "last_sequence", "sort_time", "parties", "from_index",
-                     "to_index", "created_at", "updated_at")
-
-
-def _marks(n: int) -> str:
-    return ", ".join(["?"] * n)
-
-
-def _chunks(values: Sequence[Any], size: int = 400) -> list[Sequence[Any]]:
-    """Statements stay under the backends' bound parameter limits."""
-    return [values[i:i + size] for i in range(0, len(values), size)]
 
 
 class _PartiesNeeded(Exception):
@@ -381,159 +343,76 @@ class IngestService:
                     result.recordings.append((call_id, event))
             return result
         unit.together = self._write_together    # type: ignore[attr-defined]
+        unit.remote = self._remote_step         # type: ignore[attr-defined]
         unit.delivery = _Delivery(ring, integration, prepared, now)  # type: ignore[attr-defined]
         return unit
 
+    # The same step for a writer process (gateway/store/writer_process.py): only plain
+    # tuples cross, never a key or an event object.
+    _remote_step = RemoteStep("gateway.ingest.set_write:write_deliveries",
+                              encode=lambda units: IngestService.encode_deliveries(units),
+                              decode=lambda units, out: IngestService.decode_outcomes(units, out))
+
     def _write_together(self, tx: WriteTx, units: list[Any]) -> list[tuple[bool, Any]]:
-        """Several deliveries' units as a few statements: one integration check for all,
-        per integration one dedupe lookup and one locked call lookup, the status merge in
-        memory (in unit order, so later units see earlier ones), then one INSERT of the new
-        calls, one UPDATE per merged existing call and one INSERT of the events. Anything
-        unusual (session linking, parties arriving late, a stale known-call cache) raises
-        `_OneByOne`: the backend undoes this step and runs the units one by one."""
-        deliveries: list[_Delivery] = [u.delivery for u in units]
-        integration_ids = sorted({d.integration.id for d in deliveries})
-        active = {row["id"] for row in tx.fetchall(
-            "SELECT i.id FROM integrations i JOIN tenants t ON t.id = i.tenant_id"
-            f" WHERE i.id IN ({_marks(len(integration_ids))}) AND i.disabled_at IS NULL"
-            " AND t.state = 'active'", integration_ids)}
-        wanted: dict[str, tuple[set[Any], set[str]]] = {}
-        for d in deliveries:
-            if d.integration.id in active:
-                dedupes, call_ids = wanted.setdefault(d.integration.id, (set(), set()))
-                for item in d.prepared:
-                    dedupes.add(item.dedupe)
-                    call_ids.add(item.event.platform_call_id)
-        seen: dict[tuple[str, Any], str] = {}
-        calls: dict[tuple[str, str], dict[str, Any]] = {}
-        for integration_id, (dedupes, call_ids) in wanted.items():
-            for chunk in _chunks(sorted(dedupes)):
-                for row in tx.fetchall(
-                        "SELECT dedupe_key, call_id FROM call_events WHERE integration_id = ?"
-                        f" AND dedupe_key IN ({_marks(len(chunk))})", (integration_id, *chunk)):
-                    seen[(integration_id, row["dedupe_key"])] = row["call_id"]
-            for chunk in _chunks(sorted(call_ids)):
-                # Locked until the commit (PostgreSQL: another replica may be merging an
-                # event of the same call); in id order, so two replicas lock alike.
-                for row in tx.fetchall(
-                        f"SELECT {_MERGE_COLUMNS}, platform_call_id, platform_session_id, sort_time"
-                        " FROM calls WHERE integration_id = ?"
-                        f" AND platform_call_id IN ({_marks(len(chunk))}) ORDER BY id",
-                        (integration_id, *chunk), for_update=True):
-                    calls[(integration_id, row["platform_call_id"])] = dict(row)
-        new_calls: list[dict[str, Any]] = []
-        events: list[tuple[Any, ...]] = []
-        # Per call id: occurred_at of this step's 'in-progress' events (answer times).
-        answers: dict[str, list[str]] = {}
-        outcomes: list[tuple[bool, Any]] = []
-        for d in deliveries:
-            integration = d.integration
-            if integration.id not in active:
-                outcomes.append((False, not_found("integration")))
-                continue
-            result = IngestResult()
+        """Several deliveries' units as a few statements (gateway/ingest/set_write.py);
+        anything unusual raises `set_write.OneByOne`: the backend undoes this step and runs
+        the units one by one."""
+        return self.decode_outcomes(units, set_write.write_deliveries(
+            tx, self.encode_deliveries(units)))
+
+    @staticmethod
+    def encode_deliveries(units: list[Any]) -> list[set_write.Delivery]:
+        """The units' deliveries as set_write's plain tuples: no keys, no event objects."""
+        out = []
+        for unit in units:
+            d: _Delivery = unit.delivery
+            items = []
             for item in d.prepared:
                 event = item.event
-                call_id = seen.get((integration.id, item.dedupe))
-                if call_id is not None:
+                parties, from_index, to_index = item.new_call_parties
+                if isinstance(event, CallEvent):
+                    items.append(set_write.Item(
+                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
+                        bool(item.from_party or item.to_party), item.parties_skipped,
+                        parties, from_index, to_index, True, event.platform_call_id,
+                        event.platform_session_id, event.status, event.direction,
+                        isoformat(event.started_at), isoformat(event.ended_at),
+                        event.duration_seconds, event.sequence, isoformat(event.occurred_at)))
+                else:
+                    items.append(set_write.Item(
+                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
+                        False, item.parties_skipped, parties, from_index, to_index, False,
+                        event.platform_call_id, event.platform_session_id, None, None, None,
+                        None, None, None, isoformat(event.occurred_at)))
+            integration = d.integration
+            out.append(set_write.Delivery(integration.id, integration.tenant_id,
+                                          integration.platform, d.now, items))
+        return out
+
+    @staticmethod
+    def decode_outcomes(units: list[Any], outcomes: list[set_write.Outcome]
+                        ) -> list[tuple[bool, Any]]:
+        """set_write's outcomes as each unit's IngestResult (or its error)."""
+        results: list[tuple[bool, Any]] = []
+        for unit, outcome in zip(units, outcomes, strict=True):
+            if outcome is None:
+                results.append((False, not_found("integration")))
+                continue
+            result = IngestResult()
+            for item, (call_id, accepted) in zip(unit.delivery.prepared, outcome, strict=True):
+                event = item.event
+                if not accepted:
                     result.duplicates += 1
                     if isinstance(event, RecordingAvailable):
                         result.redelivered_recordings.append((call_id, event))
                     continue
-                call = self._merge_in_memory(tx, calls, new_calls, answers, d, item)
-                call_id = call["id"]
-                seen[(integration.id, item.dedupe)] = call_id
-                occurred = isoformat(event.occurred_at)
-                status = event.status if isinstance(event, CallEvent) else None
-                if status == "in-progress" and occurred:
-                    answers.setdefault(call_id, []).append(occurred)
-                events.append((item.event_id, integration.tenant_id, integration.id, call_id,
-                               item.dedupe, "call" if isinstance(event, CallEvent)
-                               else "recording", status, d.now, occurred, item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
                 result.events.append((call_id, event))
                 if isinstance(event, RecordingAvailable):
                     result.recordings.append((call_id, event))
-            outcomes.append((True, result))
-        for chunk in _chunks(new_calls, 50):
-            tx.execute(
-                f"INSERT INTO calls ({', '.join(_NEW_CALL_COLUMNS)}) VALUES "
-                + ", ".join([f"({_marks(len(_NEW_CALL_COLUMNS))})"] * len(chunk)),
-                [call[c] for call in chunk for c in _NEW_CALL_COLUMNS])
-        merged = [call for call in calls.values() if call.get("_merged")]
-        if merged:
-            tx.executemany(
-                "UPDATE calls SET status = ?, direction = ?, started_at = ?, ended_at = ?,"
-                " duration_seconds = ?, last_sequence = ?, sort_time = ?, updated_at = ?,"
-                " platform_session_id = ? WHERE id = ?",
-                [(c["status"], c["direction"], c["started_at"], c["ended_at"],
-                  c["duration_seconds"], c["last_sequence"], c["sort_time"], c["updated_at"],
-                  c["platform_session_id"], c["id"]) for c in merged])
-        for chunk in _chunks(events, 50):
-            tx.execute(
-                "INSERT INTO call_events (id, tenant_id, integration_id, call_id, dedupe_key,"
-                " kind, status, received_at, occurred_at, body) VALUES "
-                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
-                [value for row in chunk for value in row])
-        return outcomes
-
-    def _merge_in_memory(self, tx: WriteTx, calls: dict[tuple[str, str], dict[str, Any]],
-                         new_calls: list[dict[str, Any]], answers: dict[str, list[str]],
-                         d: _Delivery, item: _PreparedEvent) -> dict[str, Any]:
-        """`_merge_call`'s rules applied to the call's row in memory (written at the end
-        of `_write_together`)."""
-        integration, event = d.integration, item.event
-        key = (integration.id, event.platform_call_id)
-        call = calls.get(key)
-        if call is None and event.platform_session_id:
-            raise _OneByOne      # linking through the session id: the one-by-one path
-        if item.parties_skipped and (call is None or call["parties"] is None):
-            raise _OneByOne
-        if not isinstance(event, CallEvent):
-            if call is not None:
-                return call
-            event = CallEvent(platform=event.platform, dedupe_key=event.dedupe_key,
-                              platform_call_id=event.platform_call_id)
-        started = isoformat(event.started_at)
-        ended = isoformat(event.ended_at)
-        if call is None:
-            parties, from_index, to_index = item.new_call_parties
-            call = {"id": item.new_call_id, "tenant_id": integration.tenant_id,
-                    "integration_id": integration.id, "platform": integration.platform,
-                    "platform_call_id": event.platform_call_id,
-                    "platform_session_id": item.event.platform_session_id,
-                    "status": event.status, "direction": event.direction,
-                    "started_at": started, "ended_at": ended,
-                    "duration_seconds": event.duration_seconds,
-                    "last_sequence": event.sequence, "sort_time": started or d.now,
-                    "parties": parties, "from_index": from_index, "to_index": to_index,
-                    "created_at": d.now, "updated_at": d.now}
-            calls[key] = call
-            new_calls.append(call)
-            call["_new"] = True
-            return call
-        if call["parties"] is None and (item.from_party or item.to_party):
-            raise _OneByOne      # parties arriving late are sealed to the call's id there
-        status = merge_status(call["status"], event.status)
-        new_started = min(filter(None, [call["started_at"], started]), default=None)
-        new_ended = ended or call["ended_at"]
-        duration = event.duration_seconds if event.duration_seconds is not None \
-            else call["duration_seconds"]
-        if duration is None and new_ended and status in TERMINAL_STATUSES:
-            duration = self._duration_from_answer(tx, call["id"], event, new_ended,
-                                                  answers.get(call["id"], ()))
-        call.update(
-            status=status, direction=event.direction if call["direction"] is None
-            else call["direction"],
-            started_at=new_started, ended_at=new_ended, duration_seconds=duration,
-            last_sequence=max(filter(lambda v: v is not None,
-                                     [call["last_sequence"], event.sequence]), default=None),
-            sort_time=new_started or call["sort_time"], updated_at=d.now,
-            platform_session_id=call["platform_session_id"] or event.platform_session_id)
-        if not call.get("_new"):
-            call["_merged"] = True
-        return call
+            results.append((True, result))
+        return results
 
     def forget_known_calls(self) -> None:
         """Call after deleting or rewriting calls (erasure, retention, rectification)."""
@@ -583,7 +462,7 @@ class IngestService:
         # Locked until the commit: the status merge below is a read-modify-write, and on
         # PostgreSQL another replica may be merging an event of the same call right now.
         row = tx.fetchone(
-            f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
+            f"SELECT {MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
             " platform_call_id = ?", (integration.id, event.platform_call_id),
             for_update=True)
         if row is None and event.platform_session_id:
@@ -623,7 +502,9 @@ class IngestService:
         duration = event.duration_seconds if event.duration_seconds is not None \
             else row["duration_seconds"]
         if duration is None and new_ended and status in TERMINAL_STATUSES:
-            duration = self._duration_from_answer(tx, call_id, event, new_ended)
+            duration = duration_from_answer(
+                tx, call_id, isoformat(event.occurred_at) if event.status == "in-progress"
+                else None, new_ended)
         sequence = max(filter(lambda v: v is not None, [row["last_sequence"], event.sequence]),
                        default=None)
         update_parties = row["parties"] is None and (item.from_party or item.to_party)
@@ -652,11 +533,11 @@ class IngestService:
         created before any event of the call arrived (keyed by the session id itself)."""
         if isinstance(event, RecordingAvailable):
             return tx.fetchone(
-                f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
+                f"SELECT {MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
                 " platform_session_id = ? ORDER BY created_at, id LIMIT 1",
                 (integration.id, event.platform_session_id), for_update=True)
         row = tx.fetchone(
-            f"SELECT {_MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
+            f"SELECT {MERGE_COLUMNS} FROM calls WHERE integration_id = ? AND"
             " platform_call_id = ? AND platform_session_id = ? AND status IS NULL",
             (integration.id, event.platform_session_id, event.platform_session_id),
             for_update=True)
@@ -664,24 +545,6 @@ class IngestService:
             tx.execute("UPDATE calls SET platform_call_id = ? WHERE id = ?",
                        (event.platform_call_id, row["id"]))
         return row
-
-    @staticmethod
-    def _duration_from_answer(tx: WriteTx, call_id: str, event: CallEvent,
-                              ended: str, pending: Sequence[str] = ()) -> int | None:
-        """Seconds from answer to end, for platforms that report no duration (Telnyx):
-        the answer is the earliest 'in-progress' event of the call, whichever order the
-        events arrived in (`pending`: answer times not written yet). None when the call
-        was never answered."""
-        answered = isoformat(event.occurred_at) if event.status == "in-progress" else None
-        row = tx.fetchone("SELECT MIN(occurred_at) AS t FROM call_events WHERE call_id = ?"
-                          " AND status = 'in-progress'", (call_id,))
-        candidates = [t for t in (answered, row["t"] if row else None, *pending) if t]
-        if not candidates:
-            return None
-        seconds = (datetime.fromisoformat(ended.replace("Z", "+00:00"))
-                   - datetime.fromisoformat(min(candidates).replace("Z", "+00:00"))
-                   ).total_seconds()
-        return int(seconds) if seconds >= 0 else None
 
     @staticmethod
     def _seal_parties(ring: keys.TenantKeys, call_id: str, from_party: str | None,

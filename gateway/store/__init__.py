@@ -30,7 +30,7 @@ __all__ = ["BlobSink", "BlobStore", "Database", "IntegrityError", "Row", "StoreU
 
 
 async def open_database(url: str, sqlite_path: Path, *, max_batch: int = 256,
-                        pool_size: int = 8,
+                        pool_size: int = 8, sqlite_writer_process: bool = False,
                         observe_batch: Callable[[int], None] | None = None,
                         observe_latency: Callable[[str, float], None] | None = None,
                         observe_error: Callable[[str], None] | None = None) -> Database:
@@ -44,4 +44,5 @@ async def open_database(url: str, sqlite_path: Path, *, max_batch: int = 256,
                                       observe_error=observe_error).open()
     from gateway.store.sqlite import SqliteDatabase
     return await SqliteDatabase(sqlite_path, max_batch=max_batch,
-                                observe_batch=observe_batch).open()
+                                observe_batch=observe_batch,
+                                writer_process=sqlite_writer_process).open()

@@ -13,6 +13,7 @@ import random
 import pytest
 
 from gateway.store.group_commit import TOGETHER
+from gateway.store.writer_process import REMOTE
 from tests.support.signers import call_updated, new_whsec, standard_delivery
 
 pytestmark = pytest.mark.backends("sqlite", "postgres")
@@ -97,21 +98,28 @@ async def test_the_stored_dedupe_key_is_16_bytes_of_sha256(gateway):
 
 
 def _count_set_based(gateway) -> dict[str, int]:
-    """Counts the units the ingest service's set-based runner writes (wraps it)."""
+    """Counts the units the ingest service's set-based step writes (wraps it), on the
+    writer thread or (SQLite) in the writer process."""
     ingest = gateway.services.ingest
     counted = {"units": 0}
     runner = ingest._write_together
+    step = ingest._remote_step
 
     def counting(tx, units):
         results = runner(tx, units)
         counted["units"] += len(units)
         return results
 
+    def counting_decode(units, answer):
+        counted["units"] += len(units)
+        return step.decode(units, answer)
+
     original_unit = ingest._unit
 
     def unit(*args, **kwargs):
         fn = original_unit(*args, **kwargs)
         setattr(fn, TOGETHER, counting)
+        setattr(fn, REMOTE, step._replace(decode=counting_decode))
         return fn
 
     ingest._unit = unit
