@@ -14,6 +14,11 @@ Invariants:
 - Units that carry the same `together` runner (see `together_groups`) may run as one
   set-based step in one savepoint; if that step raises, the backend rolls it back and runs
   those units one by one as above, so the outcome is the same as running them one by one.
+- A run of units that also carries a `remote` step (gateway/store/writer_process.py) goes
+  to the backend's writer process instead of the thread, when it has one: one transaction
+  per run there, awaited before the next run or batch starts, so the process and the thread
+  never write at once, and outcomes keep unit order. A run the process did not commit
+  (`StepNotDone`) runs on the thread after all.
 - after_commit callbacks run on the event loop, after durability, in unit order.
 - The writer thread shares the GIL with the event loop and lets go of it around every
   statement; getting it back waits for the loop to yield it, by default up to 5 ms
@@ -33,6 +38,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from gateway.core.jobs import cancel_and_wait
+from gateway.store.writer_process import REMOTE, StepNotDone, WriterProcess
 
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
@@ -80,7 +86,8 @@ class GroupCommitWriter:
 
     def __init__(self, thread_name: str, commit_batch: CommitBatch, *,
                  max_batch: int = 256,
-                 observe_batch: Callable[[int], None] | None = None) -> None:
+                 observe_batch: Callable[[int], None] | None = None,
+                 process: WriterProcess | None = None) -> None:
         self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Callable[[bool, Any], None]]
                                       | None] = queue.SimpleQueue()
         # A daemon thread, so a process that never stops its database can still exit; a
@@ -95,6 +102,8 @@ class GroupCommitWriter:
         self._pending: list[tuple[Unit, asyncio.Future]] = []
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task | None = None
+        # Runs of units carrying a remote step go to this process instead of the thread.
+        self._process = process
         self.commits = 0
         self.units = 0
 
@@ -179,8 +188,7 @@ class GroupCommitWriter:
                 continue
             fns = [fn for fn, _ in batch]
             try:
-                outcomes, callbacks = await self._on_thread(
-                    lambda fns=fns: self._commit_batch(fns))
+                outcomes, callbacks = await self._commit(fns)
             except Exception as exc:
                 # The commit itself failed (disk full, I/O error, server gone): nothing in
                 # the batch is durable, so every waiter gets the error and none gets a 2xx.
@@ -205,6 +213,39 @@ class GroupCommitWriter:
                     future.set_result(value)
                 else:
                     future.set_exception(value)
+
+
+    async def _commit(self, fns: list[Unit]
+                      ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
+        """The batch's outcomes in unit order, durable: on the thread in one transaction,
+        except runs of units with a remote step, which the writer process commits (one
+        step each; any step it did not commit runs on the thread after all)."""
+        if self._process is None:
+            return await self._on_thread(lambda: self._commit_batch(fns))
+        outcomes: list[tuple[bool, Any]] = []
+        callbacks: list[Callable[[], None]] = []
+        here: list[Unit] = []
+        for group in together_groups(fns):
+            step = getattr(group[0], REMOTE, None)
+            if step is None:
+                here.extend(group)
+                continue
+            if here:
+                await self._commit_here(here, outcomes, callbacks)
+                here = []
+            try:
+                outcomes.extend(await self._process.run(step, group))
+            except StepNotDone:
+                await self._commit_here(group, outcomes, callbacks)
+        if here:
+            await self._commit_here(here, outcomes, callbacks)
+        return outcomes, callbacks
+
+    async def _commit_here(self, fns: list[Unit], outcomes: list[tuple[bool, Any]],
+                           callbacks: list[Callable[[], None]]) -> None:
+        done, after = await self._on_thread(lambda: self._commit_batch(fns))
+        outcomes.extend(done)
+        callbacks.extend(after)
 
 
 class BatchingDatabase:

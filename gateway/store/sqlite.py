@@ -32,7 +32,7 @@ from gateway.store.group_commit import (
     together_groups,
 )
 from gateway.store.migrations import migration_files, split_statements
-from gateway.store.writer_process import REMOTE, StepNotDone, WriterProcess
+from gateway.store.writer_process import StepNotDone, WriterProcess
 
 log = logging.getLogger("gateway.store")
 T = TypeVar("T")
@@ -121,15 +121,16 @@ class SqliteDatabase(BatchingDatabase):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = GroupCommitWriter("db-writer", self._commit_batch,
                                          max_batch=self.max_batch,
-                                         observe_batch=self._observe_batch)
+                                         observe_batch=self._observe_batch,
+                                         process=self.process)
         await self._writer.call(self._open_writer)
         if self.process is not None:
             try:
-                await self._writer.call(self.process.start)
-            except (OSError, EOFError, StepNotDone) as exc:
-                # The gateway still works without it (steps run in-process); say so.
-                log.error("sqlite writer process did not start; steps run in-process",
-                          extra={"error": type(exc).__name__})
+                await self.process.start()
+            except (OSError, EOFError, TimeoutError, StepNotDone) as exc:
+                # The gateway still works without it (batches run on the writer thread).
+                log.error("sqlite writer process did not start; batches run on the writer"
+                          " thread", extra={"error": type(exc).__name__})
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
         for pragma in self._pragmas():
@@ -141,13 +142,13 @@ class SqliteDatabase(BatchingDatabase):
         writer, self._writer = self._writer, None
         if writer is not None:
             await writer.stop(self._close_writer)
+        if self.process is not None:
+            await self.process.stop()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
 
     def _close_writer(self) -> None:
-        if self.process is not None:
-            self.process.stop()
         conn, self._writer_conn = self._writer_conn, None
         if conn is not None:
             conn.close()
@@ -155,37 +156,13 @@ class SqliteDatabase(BatchingDatabase):
     # -- writes ---------------------------------------------------------------------------
     def _commit_batch(self, fns: list[Callable[[SqliteWriteTx], Any]]
                       ) -> tuple[list[tuple[bool, Any]], list[Callable[[], None]]]:
-        """The batch's units in order: runs of units with a remote step go to the writer
-        process (each run its own commit there), everything else (and any run the process
-        did not commit) in a transaction on this thread's connection."""
-        outcomes: list[tuple[bool, Any]] = []
-        callbacks: list[Callable[[], None]] = []
-        local: list[list[Callable[[SqliteWriteTx], Any]]] = []
-        for group in together_groups(fns):
-            step = getattr(group[0], REMOTE, None) if self.process is not None else None
-            if step is None:
-                local.append(group)
-                continue
-            if local:
-                self._commit_here(local, outcomes, callbacks)
-                local = []
-            try:
-                outcomes.extend(self.process.run(step, group))
-            except StepNotDone:
-                # One by one here: the same rows, or the units' own errors.
-                self._commit_here([[fn] for fn in group], outcomes, callbacks)
-        if local:
-            self._commit_here(local, outcomes, callbacks)
-        return outcomes, callbacks
-
-    def _commit_here(self, groups: list[list[Callable[[SqliteWriteTx], Any]]],
-                     outcomes: list[tuple[bool, Any]], callbacks: list[Callable[[], None]]
-                     ) -> None:
         conn = self._writer_conn
         assert conn is not None
+        outcomes: list[tuple[bool, Any]] = []
+        callbacks: list[Callable[[], None]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for group in groups:
+            for group in together_groups(fns):
                 if len(group) > 1 and self._run_together(conn, group, outcomes, callbacks):
                     continue
                 for fn in group:
@@ -198,6 +175,7 @@ class SqliteDatabase(BatchingDatabase):
             if mapped is not exc:
                 raise mapped from None
             raise
+        return outcomes, callbacks
 
     @staticmethod
     def _run_unit(conn: sqlite3.Connection, fn: Callable[[SqliteWriteTx], Any],

@@ -1,0 +1,65 @@
+"""Whether a verified event can be stored at all (`unusable_field`).
+
+Why a module of its own: every webhook's events pass through this check before anything
+is prepared, and its rules (what a column, an encoder or the calendar can hold) are about
+storage limits, not about the pipeline's steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import fields
+from datetime import datetime
+from typing import Any
+
+from adapters.events import Event
+from gateway.core.clock import isoformat
+
+# Largest integer a database column holds (signed 64-bit, SQLite and PostgreSQL BIGINT).
+_INT64 = 2 ** 63
+
+
+def unusable_field(event: Event) -> str | None:
+    """The name of the first field of a verified event that no later step could store, or
+    None. A platform signed it, so it is no attack on the signature, but storing it would
+    fail (a lone surrogate cannot be encoded, sealed, hashed or indexed; an integer beyond
+    64 bits overflows the column; a time at the edge of the calendar overflows when
+    converted to UTC). Retrying never changes that, so the delivery must not be a 5xx."""
+    values = vars(event)
+    for name in _field_names(type(event)):
+        value = values[name]
+        # The common cases first (every webhook pays this): no value, or ASCII text.
+        if value is None or (type(value) is str and value.isascii()):
+            continue
+        items = list(value.items()) if isinstance(value, Mapping) else [value]
+        for item in items:
+            for part in item if isinstance(item, tuple) else (item,):
+                if _unusable(part):
+                    return name
+    return None
+
+
+def _unusable(part: Any) -> bool:
+    if isinstance(part, str):
+        if part.isascii():      # nothing to encode
+            return False
+        try:
+            part.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    elif isinstance(part, int) and not -_INT64 <= part < _INT64:
+        return True
+    elif isinstance(part, datetime):
+        if 1 < part.year < 9999:  # a day's offset cannot leave the calendar
+            return False
+        try:
+            isoformat(part)
+        except (OverflowError, ValueError):
+            return True
+    return False
+
+
+@functools.cache
+def _field_names(event_type: type) -> tuple[str, ...]:
+    return tuple(spec.name for spec in fields(event_type))
