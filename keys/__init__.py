@@ -36,6 +36,7 @@ from ._unit import (
     encode_segment,
     new_unit_blob,
     new_unit_key,
+    new_unit_keys,
     open_unit_blob,
     unit_ref,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "MAX_SEGMENT_ENTRIES",
     "UnitSealed",
     "new_unit_key",
+    "new_unit_keys",
     "encode_segment",
     "SegmentEntries",
     "decode_segment",

@@ -62,7 +62,7 @@ from ._errors import DecryptionError
 from ._hkdf import derive32
 from ._root import RootKeyProvider
 
-__all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "encode_segment", "decode_segment", "unit_ref",
+__all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "new_unit_keys", "encode_segment", "decode_segment", "unit_ref",
            "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES",
            "new_unit_blob", "open_unit_blob", "adopt_wrapped_dek", "BLOB_KEY_REF_LEN"]
 
@@ -111,7 +111,22 @@ class UnitKey:
 
 
 def new_unit_key(segment_id: uuid.UUID) -> UnitKey:
-    return UnitKey._create(segment_id, uuid.uuid4(), os.urandom(_KEY_LEN))
+    return new_unit_keys(segment_id, 1)[0]
+
+
+def new_unit_keys(segment_id: uuid.UUID, count: int) -> list[UnitKey]:
+    """`count` new unit keys of one segment, each with a random (version 4) entry id.
+
+    Two `os.urandom` calls for all of them (entry ids, then keys): a segment is written
+    with hundreds of keys at once, and two calls per key were most of the cost of making
+    them on the event loop (issue 12)."""
+    check_int(count, "count", 0, MAX_SEGMENT_ENTRIES)
+    entry_ids = os.urandom(count * _ID_LEN)
+    material = os.urandom(count * _KEY_LEN)
+    return [UnitKey._create(segment_id,
+                            uuid.UUID(bytes=entry_ids[i * _ID_LEN:(i + 1) * _ID_LEN], version=4),
+                            material[i * _KEY_LEN:(i + 1) * _KEY_LEN])
+            for i in range(count)]
 
 
 def _wrap_aad(tenant_id: uuid.UUID, segment_id: uuid.UUID) -> bytes:

@@ -45,7 +45,9 @@ def isoformat(when: datetime | None) -> str | None:
     """RFC 3339 in UTC with a Z suffix: the one textual time format stored and served."""
     if when is None:
         return None
-    return when.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    if when.tzinfo is not UTC:      # parsed times are UTC already: no conversion then
+        when = when.astimezone(UTC)
+    return when.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 # RFC 3339 §5.6: full-date "T" partial-time time-offset. "T"/"Z" may be lower case (§5.6

@@ -74,6 +74,8 @@ class _PreparedEvent:
     # True when normalising and sealing the parties was skipped because this process
     # believed the call already had them stored (the known-call cache).
     parties_skipped: bool = False
+    # set_write.Item's fields as a plain tuple, for the set-based step.
+    row: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -114,21 +116,13 @@ def _dedupe_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()[:16]
 
 
-def _minimised_event(event: Event) -> dict[str, Any]:
-    """The stored form of an event: only fields the canonical schema knows, parties
-    excluded (they live sealed on the call, once), fields without a value left out (readers
-    take a missing field as null), and occurred_at left out (it is the row's column)."""
-    if isinstance(event, CallEvent):
-        body = {"kind": "call", "status": event.status, "direction": event.direction,
-                "started_at": isoformat(event.started_at),
-                "ended_at": isoformat(event.ended_at),
-                "duration_seconds": event.duration_seconds, "sequence": event.sequence,
-                "diagnostics": dict(event.diagnostics) or None}
-    else:
-        body = {"kind": "recording", "platform_recording_id": event.platform_recording_id,
-                "url": event.url, "content_type": event.content_type,
-                "duration_seconds": event.duration_seconds, "channels": event.channels}
-    return {name: value for name, value in body.items() if value is not None}
+def _minimised(body: dict[str, Any]) -> bytes:
+    """The stored form of an event (`IngestService._prepare` builds `body`): only fields
+    the canonical schema knows, parties excluded (they live sealed on the call, once),
+    fields without a value left out (readers take a missing field as null), and
+    occurred_at left out (it is the row's column)."""
+    return json.dumps({name: value for name, value in body.items() if value is not None},
+                      separators=(",", ":")).encode()
 
 
 class IngestService:
@@ -228,17 +222,27 @@ class IngestService:
         # event loop; the write unit below only runs statements, so the single writer
         # thread spends its time on SQL and the group commit stays short.
         prepared = await self._prepare_all(ring, integration, events)
+        # The calls are remembered as stored with their parties when this write is queued,
+        # not when it commits: the platform sends a call's next events at once, and each
+        # that finds the call here skips normalising and sealing its parties. Such a
+        # delivery is queued behind this one and batches commit in queue order, so it
+        # finds the call; should this write fail, it is refused as stale (_PartiesNeeded)
+        # and prepared again with its parties.
+        self._remember_calls(integration, prepared)
         try:
             result = await self.db.write(self._unit(ring, integration, prepared, now))
         except _PartiesNeeded:
-            for item in prepared:
-                self._calls_with_parties.pop((integration.id, item.event.platform_call_id),
-                                             None)
+            self._forget_calls(integration, prepared)
             prepared = await self._prepare_all(ring, integration, events, use_cache=False)
-            result = await self.db.write(self._unit(ring, integration, prepared, now))
-        for item in prepared:
-            if item.from_party or item.to_party:
-                self._remember_call(integration.id, item.event.platform_call_id)
+            self._remember_calls(integration, prepared)
+            try:
+                result = await self.db.write(self._unit(ring, integration, prepared, now))
+            except BaseException:
+                self._forget_calls(integration, prepared)
+                raise
+        except BaseException:
+            self._forget_calls(integration, prepared)
+            raise
         return result
 
     async def _prepare_all(self, ring: keys.TenantKeys, integration: Integration,
@@ -311,32 +315,15 @@ class IngestService:
             tx, self.encode_deliveries(units)))
 
     @staticmethod
-    def encode_deliveries(units: list[Any]) -> list[set_write.Delivery]:
-        """The units' deliveries as set_write's plain tuples: no keys, no event objects."""
+    def encode_deliveries(units: list[Any]) -> list[tuple[Any, ...]]:
+        """The units' deliveries as set_write.Delivery's fields, plain tuples: no keys, no
+        event objects."""
         out = []
         for unit in units:
             d: _Delivery = unit.delivery
-            items = []
-            for item in d.prepared:
-                event = item.event
-                parties, from_index, to_index = item.new_call_parties
-                if isinstance(event, CallEvent):
-                    items.append(set_write.Item(
-                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
-                        bool(item.from_party or item.to_party), item.parties_skipped,
-                        parties, from_index, to_index, True, event.platform_call_id,
-                        event.platform_session_id, event.status, event.direction,
-                        isoformat(event.started_at), isoformat(event.ended_at),
-                        event.duration_seconds, event.sequence, isoformat(event.occurred_at)))
-                else:
-                    items.append(set_write.Item(
-                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
-                        False, item.parties_skipped, parties, from_index, to_index, False,
-                        event.platform_call_id, event.platform_session_id, None, None, None,
-                        None, None, None, isoformat(event.occurred_at)))
             integration = d.integration
-            out.append(set_write.Delivery(integration.id, integration.tenant_id,
-                                          integration.platform, d.now, items))
+            out.append((integration.id, integration.tenant_id, integration.platform, d.now,
+                        [item.row for item in d.prepared]))
         return out
 
     @staticmethod
@@ -368,12 +355,21 @@ class IngestService:
         """Call after deleting or rewriting calls (erasure, retention, rectification)."""
         self._calls_with_parties.clear()
 
-    def _remember_call(self, integration_id: str, platform_call_id: str) -> None:
-        key = (integration_id, platform_call_id)
-        self._calls_with_parties[key] = None
-        self._calls_with_parties.move_to_end(key)
-        if len(self._calls_with_parties) > KNOWN_CALLS_CACHE:
-            self._calls_with_parties.popitem(last=False)
+    def _remember_calls(self, integration: Integration, prepared: list[_PreparedEvent]
+                        ) -> None:
+        known = self._calls_with_parties
+        for item in prepared:
+            if item.from_party or item.to_party:
+                key = (integration.id, item.event.platform_call_id)
+                known[key] = None
+                known.move_to_end(key)
+        while len(known) > KNOWN_CALLS_CACHE:
+            known.popitem(last=False)
+
+    def _forget_calls(self, integration: Integration, prepared: list[_PreparedEvent]
+                      ) -> None:
+        for item in prepared:
+            self._calls_with_parties.pop((integration.id, item.event.platform_call_id), None)
 
     def _parties(self, integration: Integration, event: Event, use_cache: bool
                  ) -> tuple[str | None, str | None, bool]:
@@ -391,20 +387,43 @@ class IngestService:
     def _prepare(self, ring: keys.TenantKeys, event: Event,
                  parties: tuple[str | None, str | None, bool], units: Any) -> _PreparedEvent:
         event_id = new_id()
-        body = json.dumps(_minimised_event(event), separators=(",", ":")).encode()
         from_party, to_party, skipped = parties
+        # Each time is formatted once: for the sealed body and for the stored columns.
+        occurred = isoformat(event.occurred_at)
+        if isinstance(event, CallEvent):
+            started, ended = isoformat(event.started_at), isoformat(event.ended_at)
+            body = {"kind": "call", "status": event.status, "direction": event.direction,
+                    "started_at": started, "ended_at": ended,
+                    "duration_seconds": event.duration_seconds, "sequence": event.sequence,
+                    "diagnostics": dict(event.diagnostics) or None}
+        else:
+            started = ended = None
+            body = {"kind": "recording", "platform_recording_id": event.platform_recording_id,
+                    "url": event.url, "content_type": event.content_type,
+                    "duration_seconds": event.duration_seconds, "channels": event.channels}
         # A call believed stored with its parties needs no new id: if it is not there after
         # all, both write paths refuse the item before using one and it is prepared again.
         new_call_id = "" if skipped else new_id()
         body_unit = next(units, None)
         parties_unit = next(units, None) if from_party or to_party else None
+        dedupe = _dedupe_hash(event.dedupe_key)
+        sealed_body = ring.seal_record(EVENT_RECORD, event_id, _minimised(body), unit=body_unit)
+        new_call_parties = self._seal_parties(ring, new_call_id, from_party, to_party,
+                                              parties_unit)
+        is_call = isinstance(event, CallEvent)
+        # set_write.Item's fields, as a plain tuple: what the set-based step gets (pickled
+        # to the SQLite writer process, where a tuple costs far less than a NamedTuple).
+        row = (dedupe, event_id, sealed_body, new_call_id, bool(from_party or to_party),
+               skipped, *new_call_parties, is_call, event.platform_call_id,
+               event.platform_session_id, event.status if is_call else None,
+               event.direction if is_call else None, started, ended,
+               event.duration_seconds if is_call else None,
+               event.sequence if is_call else None, occurred)
         return _PreparedEvent(
-            event=event, dedupe=_dedupe_hash(event.dedupe_key), event_id=event_id,
-            sealed_body=ring.seal_record(EVENT_RECORD, event_id, body, unit=body_unit),
+            event=event, dedupe=dedupe, event_id=event_id, sealed_body=sealed_body,
             new_call_id=new_call_id, from_party=from_party, to_party=to_party,
-            new_call_parties=self._seal_parties(ring, new_call_id, from_party, to_party,
-                                                parties_unit),
-            parties_unit=parties_unit, parties_skipped=skipped)
+            new_call_parties=new_call_parties, parties_unit=parties_unit,
+            parties_skipped=skipped, row=row)
 
     def _merge_call(self, tx: WriteTx, ring: keys.TenantKeys, integration: Integration,
                     item: _PreparedEvent, now_text: str) -> str:

@@ -102,11 +102,15 @@ def chunks(values: Sequence[Any], size: int = 400) -> list[Sequence[Any]]:
     return [values[i:i + size] for i in range(0, len(values), size)]
 
 
-def write_deliveries(tx: Any, deliveries: Sequence[Delivery]) -> list[Outcome]:
+def write_deliveries(tx: Any, plain: Sequence[Sequence[Any]]) -> list[Outcome]:
     """Several deliveries as a few statements: one integration check for all, per
     integration one dedupe lookup and one locked call lookup, the status merge in memory
     (in delivery order, so later deliveries see earlier ones), then one INSERT of the new
-    calls, one UPDATE per merged existing call and one INSERT of the events."""
+    calls, one UPDATE per merged existing call and one INSERT of the events.
+
+    `plain` holds each Delivery's fields as a plain tuple, its items likewise Item's: what
+    crosses to the writer process is then pickled without a class reference per item."""
+    deliveries = [Delivery(*d[:4], [Item._make(item) for item in d[4]]) for d in plain]
     integration_ids = sorted({d.integration_id for d in deliveries})
     active = {row[0] for row in tx.fetchall(
         "SELECT i.id FROM integrations i JOIN tenants t ON t.id = i.tenant_id"

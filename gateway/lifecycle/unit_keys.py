@@ -181,7 +181,7 @@ class UnitKeys:
         if batch is None or len(batch.units) + count > keys.MAX_SEGMENT_ENTRIES:
             batch = self._open[tenant_id] = _Batch()
             asyncio.get_running_loop().create_task(self._flush(tenant_id, batch))
-        units = [keys.new_unit_key(batch.segment_id) for _ in range(count)]
+        units = keys.new_unit_keys(batch.segment_id, count)
         batch.units.extend(units)
         return units, _Durable(batch.done)
 
@@ -226,7 +226,7 @@ class UnitKeys:
         async def write() -> None:
             try:
                 segment_id = uuid.uuid4()
-                units = [keys.new_unit_key(segment_id) for _ in range(size)]
+                units = keys.new_unit_keys(segment_id, size)
                 data = keys.encode_segment(await self.wrapping_key(tenant_id),
                                            uuid.UUID(tenant_id), segment_id, units)
                 name = segment_name(tenant_id, segment_id)

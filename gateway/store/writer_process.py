@@ -84,12 +84,14 @@ class _Channel(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self._buffer = bytearray()
         self._waiter: asyncio.Future[bytes] | None = None
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport    # type: ignore[assignment]
+        self.loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -112,12 +114,22 @@ class _Channel(asyncio.Protocol):
     async def ask(self, message: Any, timeout: float) -> Any:
         if self.lost or self.transport is None:
             raise EOFError("the writer process is gone")
-        self._waiter = asyncio.get_running_loop().create_future()
+        # A timer, not asyncio.wait_for: every batch pays this, and wait_for's extra task
+        # and callbacks cost more than the rest of the hand-off.
+        loop = self.loop
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _expire, waiter)
         self.transport.write(frame(message))
         try:
-            return pickle.loads(await asyncio.wait_for(self._waiter, timeout))
+            return pickle.loads(await waiter)
         finally:
+            timer.cancel()
             self._waiter = None
+
+
+def _expire(waiter: asyncio.Future[bytes]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("the writer process did not answer in time"))
 
 
 class WriterProcess:
