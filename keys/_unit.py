@@ -67,6 +67,7 @@ __all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "new_unit_keys", "encode
            "new_unit_blob", "open_unit_blob", "adopt_wrapped_dek", "BLOB_KEY_REF_LEN"]
 
 RECORD_FORMAT = 2
+_FORMAT_BYTE = bytes([RECORD_FORMAT])
 _MAGIC = b"VGWK"
 _SEGMENT_VERSION = 1
 _KEY_LEN = 32
@@ -89,7 +90,7 @@ _SEARCHES_BEFORE_INDEX = 8
 class UnitKey:
     """One unit's key and where it lives (segment id, entry id); the key is never exposed."""
 
-    __slots__ = ("segment_id", "entry_id", "_key")
+    __slots__ = ("segment_id", "entry_id", "_key", "_ref")
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError("use keys.new_unit_key(segment_id) or keys.decode_segment(...)")
@@ -100,6 +101,8 @@ class UnitKey:
         self.segment_id = segment_id
         self.entry_id = entry_id
         self._key = key
+        # segment id | entry id as bytes: every record sealed under the key carries them.
+        self._ref = segment_id.bytes + entry_id.bytes
         return self
 
     @property
@@ -274,9 +277,8 @@ def unit_ref(sealed: bytes) -> tuple[uuid.UUID, uuid.UUID] | None:
 
 
 def _info(tenant: bytes, kind: bytes, record_id: bytes, unit: UnitKey) -> bytes:
-    return b"".join((bytes([RECORD_FORMAT]), tenant, len(kind).to_bytes(2, "big"), kind,
-                     len(record_id).to_bytes(2, "big"), record_id, unit.segment_id.bytes,
-                     unit.entry_id.bytes))
+    return b"".join((_FORMAT_BYTE, tenant, len(kind).to_bytes(2, "big"), kind,
+                     len(record_id).to_bytes(2, "big"), record_id, unit._ref))
 
 
 def seal_with_unit(unit: UnitKey, tenant: bytes, kind: bytes, record_id: bytes,
@@ -284,7 +286,7 @@ def seal_with_unit(unit: UnitKey, tenant: bytes, kind: bytes, record_id: bytes,
     info = _info(tenant, kind, record_id, unit)
     rand = _random.public_random_bytes(_SALT_LEN + _NONCE_LEN)
     key = derive32(unit._key, rand[:_SALT_LEN], info)
-    return (bytes([RECORD_FORMAT]) + unit.segment_id.bytes + unit.entry_id.bytes + rand
+    return (_FORMAT_BYTE + unit._ref + rand
             + AESGCM(key).encrypt(rand[_SALT_LEN:], plaintext, info))
 
 
@@ -307,7 +309,7 @@ def open_with_unit(units: Mapping[tuple[uuid.UUID, uuid.UUID], UnitKey] | None,
 
 # -- blobs under a unit key (recordings) -------------------------------------------------------
 def _blob_key_ref(unit: UnitKey, segment_size_log2: int) -> bytes:
-    return (bytes([RECORD_FORMAT]) + unit.segment_id.bytes + unit.entry_id.bytes
+    return (_FORMAT_BYTE + unit._ref
             + bytes([segment_size_log2]))
 
 

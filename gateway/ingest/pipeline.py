@@ -58,7 +58,9 @@ sealed.register(sealed.SealedColumn("calls", "parties", PARTIES_RECORD, keyset=(
 sealed.register(sealed.SealedColumn("call_events", "body", EVENT_RECORD,
                                     keyset=("received_at", "id")))
 
-@dataclass(frozen=True)
+# Plain slotted classes, not frozen: a frozen dataclass sets each field through
+# object.__setattr__, and every event makes one of these (issue 12).
+@dataclass(slots=True)
 class _PreparedEvent:
     event: Event
     dedupe: bytes
@@ -78,7 +80,7 @@ class _PreparedEvent:
     row: tuple[Any, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Delivery:
     """What a delivery's write unit carries for `IngestService._write_together`."""
     ring: keys.TenantKeys
@@ -116,13 +118,17 @@ def _dedupe_hash(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()[:16]
 
 
+# One encoder: json.dumps with any option builds a new JSONEncoder per call.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
+
+
 def _minimised(body: dict[str, Any]) -> bytes:
     """The stored form of an event (`IngestService._prepare` builds `body`): only fields
     the canonical schema knows, parties excluded (they live sealed on the call, once),
     fields without a value left out (readers take a missing field as null), and
     occurred_at left out (it is the row's column)."""
-    return json.dumps({name: value for name, value in body.items() if value is not None},
-                      separators=(",", ":")).encode()
+    return _COMPACT_JSON.encode(
+        {name: value for name, value in body.items() if value is not None}).encode()
 
 
 class IngestService:
@@ -521,7 +527,7 @@ class IngestService:
                       ) -> tuple[bytes | None, int | None, int | None]:
         if from_party is None and to_party is None:
             return None, None, None
-        sealed = ring.seal_record(PARTIES_RECORD, call_id, json.dumps(
-            {"from": from_party, "to": to_party}, separators=(",", ":")).encode(), unit=unit)
+        sealed = ring.seal_record(PARTIES_RECORD, call_id, _COMPACT_JSON.encode(
+            {"from": from_party, "to": to_party}).encode(), unit=unit)
         return (sealed, ring.blind_index(from_party) if from_party else None,
                 ring.blind_index(to_party) if to_party else None)
