@@ -105,6 +105,15 @@ class Metrics:
         # takes a lock and builds a tuple each call, which the ingest path felt (issue 12).
         self._request_counters: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
+        self._webhook_counters: dict[tuple[str, str], Any] = {}
+
+    def count_webhook(self, platform: str, outcome: str, count: int = 1) -> None:
+        """Deliveries (or events) by platform and outcome; label children bound once."""
+        child = self._webhook_counters.get((platform, outcome))
+        if child is None:
+            child = self._webhook_counters[(platform, outcome)] = self.webhooks.labels(
+                platform, outcome)
+        child.inc(count)
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One answered HTTP request: its count and its latency, by route template."""

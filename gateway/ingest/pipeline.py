@@ -162,19 +162,19 @@ class IngestService:
             parsed = adapter.verify_and_parse(request, integration.credentials, now)
         except adapters.MalformedError as exc:
             if not self._signed_by_platform(adapter, request, integration, now):
-                self.metrics.webhooks.labels(platform, exc.outcome).inc()
+                self.metrics.count_webhook(platform, exc.outcome)
                 raise
             # Authentic but unusable: a retry could never succeed, and every platform
             # retries a non-2xx, so it is acknowledged and counted, never stored.
             log.warning("webhook delivery rejected: unusable body",
                         extra={"platform": platform, "field": exc.field})
-            self.metrics.webhooks.labels(platform, "rejected").inc()
+            self.metrics.count_webhook(platform, "rejected")
             return IngestResult(rejected=1)
         except adapters.AdapterError as exc:
-            self.metrics.webhooks.labels(platform, exc.outcome).inc()
+            self.metrics.count_webhook(platform, exc.outcome)
             raise
         if isinstance(parsed, HandshakeReply):
-            self.metrics.webhooks.labels(platform, "handshake").inc()
+            self.metrics.count_webhook(platform, "handshake")
             return parsed
         usable = []
         rejected = 0
@@ -188,17 +188,17 @@ class IngestService:
             log.warning("webhook event rejected: unusable field",
                         extra={"platform": platform, "field": field_name})
         if rejected:
-            self.metrics.webhooks.labels(platform, "rejected").inc(rejected)
+            self.metrics.count_webhook(platform, "rejected", rejected)
         if not usable and rejected:
             return IngestResult(rejected=rejected)
         result = await self.ingest_events(integration, usable)
         result.rejected = rejected
         if result.accepted:
-            self.metrics.webhooks.labels(platform, "accepted").inc()
+            self.metrics.count_webhook(platform, "accepted")
         elif result.duplicates:
-            self.metrics.webhooks.labels(platform, "duplicate").inc()
+            self.metrics.count_webhook(platform, "duplicate")
         else:
-            self.metrics.webhooks.labels(platform, "empty").inc()
+            self.metrics.count_webhook(platform, "empty")
         for call_id, recording in result.recordings + result.redelivered_recordings:
             for subscriber in self.on_recording_available:
                 await subscriber(integration, call_id, recording)
