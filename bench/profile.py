@@ -4,7 +4,8 @@ Starts a gateway on SQLite exactly as `python -m bench ingest` does (bench/_harn
 GatewayProcess, bench/ingest_bench.py signing), drives it with wrk (`-t1 -c32`) and samples
 it with py-spy (`py-spy record --format raw --threads`, native frames off), then prints:
 
-- per thread: CPU per webhook as the kernel counted it (/proc/<pid>/task/*/stat, user +
+- per thread (and the SQLite writer process as one line): CPU per webhook as the kernel
+  counted it (/proc/<pid>/task/*/stat, user +
   system time over the sampled window), and the share of py-spy's samples;
 - the top functions by own time (the innermost Python frame of each sample), each as a
   share of all samples and as microseconds of CPU per webhook, so the figures read like
@@ -101,6 +102,17 @@ def thread_cpu(pid: int) -> dict[int, float]:
     return usage
 
 
+def child_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds each child process of `pid` has used (all its threads), by pid: on
+    SQLite, the writer process (gateway/store/writer_process.py)."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return {}
+    return {int(child): sum(thread_cpu(int(child)).values()) for child in children
+            if Path(f"/proc/{child}").exists()}
+
+
 def thread_names(stacks: list[tuple[list[str], int]]) -> dict[int, str]:
     """Thread id -> name, from py-spy's thread frames ("thread (1234): MainThread")."""
     names = {}
@@ -122,6 +134,7 @@ def requests_answered(metrics_port: int) -> int:
 def cpu_report(before: dict[int, float], after: dict[int, float], requests: int,
                names: dict[int, str]) -> str:
     lines = ["thread CPU (kernel accounting)           us/webhook"]
+    # (a child process counts as one line, all its threads together)
     total = 0.0
     for tid in sorted(after, key=lambda t: before.get(t, 0.0) - after[t]):
         used = after[tid] - before.get(tid, 0.0)
@@ -194,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
         load, command = wrk.start(target.url, requests_file,
                                   duration=f"{int(args.seconds) + 2}s")
         time.sleep(1.0)    # sample the steady state, not wrk's connection set-up
-        cpu_before = thread_cpu(gw.proc.pid)
+        cpu_before = thread_cpu(gw.proc.pid) | child_cpu(gw.proc.pid)
         answered_before = requests_answered(gw.metrics_port)
         started = time.perf_counter()
         spy = subprocess.run([py_spy, "record", "--pid", str(gw.proc.pid), "--format", "raw",
@@ -202,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                               str(int(args.seconds)), "--nonblocking", "--output",
                               str(stacks_path)], capture_output=True, text=True)
         sampled = time.perf_counter() - started
-        cpu_after = thread_cpu(gw.proc.pid)
+        cpu_after = thread_cpu(gw.proc.pid) | child_cpu(gw.proc.pid)
         requests = requests_answered(gw.metrics_port) - answered_before
         result = wrk.finish(load, command)
         if spy.returncode:
@@ -210,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrk over its whole run: {result.rps:.0f} requests/s")
         print(f"load: {command}")
         stacks = parse_collapsed(stacks_path.read_text())
-        print(cpu_report(cpu_before, cpu_after, requests, thread_names(stacks)))
+        names = thread_names(stacks)
+        names.update({pid: "writer process" for pid in child_cpu(gw.proc.pid)})
+        print(cpu_report(cpu_before, cpu_after, requests, names))
         print()
         print(report(stacks, requests, sampled,
                      args.top, args.by_caller))
