@@ -92,6 +92,12 @@ def validate_credentials(credentials: Mapping[str, Any]) -> dict[str, Any]:
 @c.contained
 def verify(request: WebhookRequest, credentials: Mapping[str, Any], now: datetime) -> None:
     """Check the signature and freshness only; raise SignatureError or return None."""
+    _verified_time(request, credentials, now)
+
+
+def _verified_time(request: WebhookRequest, credentials: Mapping[str, Any],
+                   now: datetime) -> datetime:
+    """`verify`, returning the signed webhook-timestamp."""
     secret = c.req_cred(c.cred_mapping(credentials), "secret", max_len=256)
     key = _signing_key(secret)
     now = c.utc(now)
@@ -121,12 +127,9 @@ def verify(request: WebhookRequest, credentials: Mapping[str, Any], now: datetim
             matched = True
     if not matched:
         raise SignatureError()
-    c.check_window(
-        c.parse_unix(timestamp, "webhook-timestamp"),
-        now,
-        max_age=TIMESTAMP_TOLERANCE,
-        max_future=TIMESTAMP_TOLERANCE,
-    )
+    signed_at = c.parse_unix(timestamp, "webhook-timestamp")
+    c.check_window(signed_at, now, max_age=TIMESTAMP_TOLERANCE, max_future=TIMESTAMP_TOLERANCE)
+    return signed_at
 
 
 @c.contained
@@ -135,10 +138,9 @@ def verify_and_parse(
 ) -> list[Event]:
     if c.method(request) != "POST":
         raise MalformedError("method", "must be POST")
-    verify(request, credentials, now)
-    # verify() established that both headers are present and well-formed.
+    occurred_at = _verified_time(request, credentials, now)
+    # Verified: the webhook-id header is present and well-formed.
     msg_id = c.header(request.headers, "webhook-id") or ""
-    occurred_at = c.parse_unix(c.header(request.headers, "webhook-timestamp"), "webhook-timestamp")
 
     doc = c.obj(c.load_json(c.body_bytes(request.body)), "body")
     event_type = c.req_str(doc, "type", "type", max_len=c.MAX_TOKEN_CHARS)

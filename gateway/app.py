@@ -25,6 +25,8 @@ from gateway.web.console.routes import setup_console
 from gateway.web.middleware import ACCESS_LOG, access_log, problems_and_metrics
 from gateway.web.server import GuardedTCPSite, ServerLimits, refused_counter
 
+# Allocations between two young-generation collections (CPython's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
 log = logging.getLogger("gateway.app")
 
 # Largest body aiohttp buffers on its own. Uploads and webhooks are read as streams with
@@ -111,6 +113,10 @@ async def serve(config: Config, clock: Clock | None = None) -> None:
     # (measured: ~70 ms per full collection, and ~4x less collector time per webhook).
     gc.collect()
     gc.freeze()
+    # A young-generation pass costs about the same however many objects were allocated
+    # since the last (what a request allocates is mostly freed by then; what survives is
+    # the requests in flight), so passing 10x less often costs ~10x less.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     try:
         await asyncio.Event().wait()
     finally:
