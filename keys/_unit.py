@@ -96,13 +96,14 @@ class UnitKey:
         raise TypeError("use keys.new_unit_key(segment_id) or keys.decode_segment(...)")
 
     @classmethod
-    def _create(cls, segment_id: uuid.UUID, entry_id: uuid.UUID, key: bytes) -> UnitKey:
+    def _create(cls, segment_id: uuid.UUID, entry_id: uuid.UUID, key: bytes,
+                segment_bytes: bytes | None = None) -> UnitKey:
         self = object.__new__(cls)
         self.segment_id = segment_id
         self.entry_id = entry_id
         self._key = key
         # segment id | entry id as bytes: every record sealed under the key carries them.
-        self._ref = segment_id.bytes + entry_id.bytes
+        self._ref = (segment_bytes or segment_id.bytes) + entry_id.bytes
         return self
 
     @property
@@ -126,9 +127,10 @@ def new_unit_keys(segment_id: uuid.UUID, count: int) -> list[UnitKey]:
     check_int(count, "count", 0, MAX_SEGMENT_ENTRIES)
     entry_ids = os.urandom(count * _ID_LEN)
     material = os.urandom(count * _KEY_LEN)
+    segment_bytes = segment_id.bytes
     return [UnitKey._create(segment_id,
                             uuid.UUID(bytes=entry_ids[i * _ID_LEN:(i + 1) * _ID_LEN], version=4),
-                            material[i * _KEY_LEN:(i + 1) * _KEY_LEN])
+                            material[i * _KEY_LEN:(i + 1) * _KEY_LEN], segment_bytes)
             for i in range(count)]
 
 
