@@ -16,8 +16,6 @@ twice on purpose: `_merge_call` here and `set_write._merge_in_memory` must agree
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -41,7 +39,7 @@ from gateway.errors import not_found
 from gateway.ingest import set_write
 from gateway.ingest.integrations import Integration, IntegrationService
 from gateway.ingest.set_write import MERGE_COLUMNS, duration_from_answer, merge_status
-from gateway.ingest.storable import unusable_field
+from gateway.ingest.storable import compact_json, dedupe_hash, minimised, unusable_field
 from gateway.store import Database, WriteTx, sealed
 from gateway.store.ids import new_id
 from gateway.store.writer_process import RemoteStep
@@ -110,25 +108,6 @@ class IngestResult:
     # the fetch job's leaves no recording behind once the platform redelivers.
     redelivered_recordings: list[tuple[str, RecordingAvailable]] = field(
         default_factory=list)
-
-
-def _dedupe_hash(key: str) -> bytes:
-    """The stored dedupe key: SHA-256 of the platform's idempotency key, its first 16 bytes
-    (migration 0009: enough against collisions, a third of the hex form's bytes)."""
-    return hashlib.sha256(key.encode()).digest()[:16]
-
-
-# One encoder: json.dumps with any option builds a new JSONEncoder per call.
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
-
-
-def _minimised(body: dict[str, Any]) -> bytes:
-    """The stored form of an event (`IngestService._prepare` builds `body`): only fields
-    the canonical schema knows, parties excluded (they live sealed on the call, once),
-    fields without a value left out (readers take a missing field as null), and
-    occurred_at left out (it is the row's column)."""
-    return _COMPACT_JSON.encode(
-        {name: value for name, value in body.items() if value is not None}).encode()
 
 
 class IngestService:
@@ -412,8 +391,8 @@ class IngestService:
         new_call_id = "" if skipped else new_id()
         body_unit = next(units, None)
         parties_unit = next(units, None) if from_party or to_party else None
-        dedupe = _dedupe_hash(event.dedupe_key)
-        sealed_body = ring.seal_record(EVENT_RECORD, event_id, _minimised(body), unit=body_unit)
+        dedupe = dedupe_hash(event.dedupe_key)
+        sealed_body = ring.seal_record(EVENT_RECORD, event_id, minimised(body), unit=body_unit)
         new_call_parties = self._seal_parties(ring, new_call_id, from_party, to_party,
                                               parties_unit)
         is_call = isinstance(event, CallEvent)
@@ -527,7 +506,7 @@ class IngestService:
                       ) -> tuple[bytes | None, int | None, int | None]:
         if from_party is None and to_party is None:
             return None, None, None
-        sealed = ring.seal_record(PARTIES_RECORD, call_id, _COMPACT_JSON.encode(
+        sealed = ring.seal_record(PARTIES_RECORD, call_id, compact_json(
             {"from": from_party, "to": to_party}).encode(), unit=unit)
         return (sealed, ring.blind_index(from_party) if from_party else None,
                 ring.blind_index(to_party) if to_party else None)

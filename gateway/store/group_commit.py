@@ -102,7 +102,6 @@ class GroupCommitWriter:
         self._pending: list[tuple[Unit, asyncio.Future]] = []
         self._wake: asyncio.Future[None] | None = None
         self._task: asyncio.Task | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         # Runs of units carrying a remote step go to this process instead of the thread.
         self._process = process
         self.commits = 0
@@ -145,9 +144,7 @@ class GroupCommitWriter:
     def start(self) -> None:
         if sys.getswitchinterval() > WRITER_SWITCH_INTERVAL:
             sys.setswitchinterval(WRITER_SWITCH_INTERVAL)
-        # Kept: every write makes a future on it (asyncio.get_running_loop costs a syscall).
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="group-commit-writer")
+        self._task = asyncio.create_task(self._run(), name="group-commit-writer")
 
     @property
     def alive(self) -> bool:
@@ -169,7 +166,7 @@ class GroupCommitWriter:
     async def write(self, fn: Callable[[Any], T]) -> T:
         if self._task is None:
             raise RuntimeError("database is not open")
-        future: asyncio.Future = self._loop.create_future()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.append((fn, future))
         wake = self._wake
         if wake is not None and not wake.done():
