@@ -42,7 +42,9 @@ from gateway.ingest import set_write
 from gateway.ingest.integrations import Integration, IntegrationService
 from gateway.ingest.set_write import MERGE_COLUMNS, duration_from_answer, merge_status
 from gateway.ingest.storable import unusable_field
+from gateway.ingest.stored_event import compact_body
 from gateway.store import Database, WriteTx, sealed
+from gateway.store.columns import fold_dedupe_key, id_bytes, micros
 from gateway.store.ids import new_id
 from gateway.store.writer_process import RemoteStep
 from gateway.tenants.keyring import KeyRing
@@ -109,26 +111,28 @@ class IngestResult:
 
 
 def _dedupe_hash(key: str) -> bytes:
-    """The stored dedupe key: SHA-256 of the platform's idempotency key, its first 16 bytes
-    (migration 0009: enough against collisions, a third of the hex form's bytes)."""
+    """SHA-256 of the platform's idempotency key, its first 16 bytes (migration 0009: enough
+    against collisions, a third of the hex form's bytes). Stored folded with the
+    integration id (`fold_dedupe_key`, migration 0013: one UNIQUE key dedupes per
+    integration)."""
     return hashlib.sha256(key.encode()).digest()[:16]
 
 
 def _minimised_event(event: Event) -> dict[str, Any]:
     """The stored form of an event: only fields the canonical schema knows, parties
-    excluded (they live sealed on the call, once), fields without a value left out (readers
-    take a missing field as null), and occurred_at left out (it is the row's column)."""
+    excluded (they live sealed on the call, once), kind, status and occurred_at left out
+    (they are the row's columns), compacted (gateway/ingest/stored_event.py)."""
     if isinstance(event, CallEvent):
-        body = {"kind": "call", "status": event.status, "direction": event.direction,
+        body = {"direction": event.direction,
                 "started_at": isoformat(event.started_at),
                 "ended_at": isoformat(event.ended_at),
                 "duration_seconds": event.duration_seconds, "sequence": event.sequence,
                 "diagnostics": dict(event.diagnostics) or None}
     else:
-        body = {"kind": "recording", "platform_recording_id": event.platform_recording_id,
+        body = {"platform_recording_id": event.platform_recording_id,
                 "url": event.url, "content_type": event.content_type,
                 "duration_seconds": event.duration_seconds, "channels": event.channels}
-    return {name: value for name, value in body.items() if value is not None}
+    return compact_body(body)
 
 
 class IngestService:
@@ -268,9 +272,9 @@ class IngestService:
                 raise not_found("integration")
             result = IngestResult()
             for item in prepared:
+                dedupe = fold_dedupe_key(integration.id, item.dedupe)
                 seen = tx.fetchone(
-                    "SELECT call_id FROM call_events WHERE integration_id = ? AND"
-                    " dedupe_key = ?", (integration.id, item.dedupe))
+                    "SELECT call_id FROM call_events WHERE dedupe_key = ?", (dedupe,))
                 if seen is not None:
                     result.duplicates += 1
                     if isinstance(item.event, RecordingAvailable):
@@ -279,13 +283,12 @@ class IngestService:
                 call_id = self._merge_call(tx, ring, integration, item, now)
                 event = item.event
                 tx.execute(
-                    "INSERT INTO call_events (id, tenant_id, integration_id, call_id,"
-                    " dedupe_key, kind, status, received_at, occurred_at, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (item.event_id, integration.tenant_id, integration.id, call_id,
-                     item.dedupe, "call" if isinstance(event, CallEvent) else "recording",
-                     event.status if isinstance(event, CallEvent) else None, now,
-                     isoformat(event.occurred_at), item.sealed_body))
+                    "INSERT INTO call_events (id, tenant_id, call_id, dedupe_key, kind,"
+                    " status, received_at, occurred_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (id_bytes(item.event_id), id_bytes(integration.tenant_id), call_id, dedupe,
+                     "call" if isinstance(event, CallEvent) else "recording",
+                     event.status if isinstance(event, CallEvent) else None, micros(now),
+                     micros(isoformat(event.occurred_at)), item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
                 result.events.append((call_id, event))
@@ -319,10 +322,12 @@ class IngestService:
             items = []
             for item in d.prepared:
                 event = item.event
+                dedupe = fold_dedupe_key(d.integration.id, item.dedupe)
+                event_id = id_bytes(item.event_id)
                 parties, from_index, to_index = item.new_call_parties
                 if isinstance(event, CallEvent):
                     items.append(set_write.Item(
-                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
+                        dedupe, event_id, item.sealed_body, item.new_call_id,
                         bool(item.from_party or item.to_party), item.parties_skipped,
                         parties, from_index, to_index, True, event.platform_call_id,
                         event.platform_session_id, event.status, event.direction,
@@ -330,7 +335,7 @@ class IngestService:
                         event.duration_seconds, event.sequence, isoformat(event.occurred_at)))
                 else:
                     items.append(set_write.Item(
-                        item.dedupe, item.event_id, item.sealed_body, item.new_call_id,
+                        dedupe, event_id, item.sealed_body, item.new_call_id,
                         False, item.parties_skipped, parties, from_index, to_index, False,
                         event.platform_call_id, event.platform_session_id, None, None, None,
                         None, None, None, isoformat(event.occurred_at)))
