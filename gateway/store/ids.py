@@ -66,4 +66,3 @@ def new_id() -> str:
              | _VARIANT_RFC | (rand & _RAND_B_MASK))
     text = f"{value:032x}"
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
