@@ -48,6 +48,7 @@ from gateway.core.clock import ManualClock, isoformat
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
 from gateway.lifecycle.subjects import get_subjects
 from gateway.services import open_services
+from gateway.store.columns import id_bytes, micros
 
 from .retention_bench import _config as _sqlite_config
 from .retention_bench import _new_id, make_tenant
@@ -111,9 +112,9 @@ async def seed_calls(services: Any, tenant_id: str, integration_id: str,
                 " created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows_calls)
             tx.executemany(
-                "INSERT INTO call_events (id, tenant_id, integration_id, call_id,"
-                " dedupe_key, kind, status, received_at, occurred_at, body)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows_events)
+                "INSERT INTO call_events (id, tenant_id, call_id, dedupe_key, kind,"
+                " status, received_at, occurred_at, body)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows_events)
         await services.db.write(unit)
 
     for start in range(0, len(plan), per_segment):
@@ -135,12 +136,12 @@ async def seed_calls(services: Any, tenant_id: str, integration_id: str,
             for status in ("in-progress", "completed"):
                 event_id = _new_id(call.when)
                 body = json.dumps({
-                    "kind": "call", "status": status, "direction": "inbound",
+                    "direction": "inbound",
                     "occurred_at": t, "started_at": t, "ended_at": t,
                     "duration_seconds": 42, "sequence": None, "diagnostics": {}},
                     separators=(",", ":")).encode()
-                events.append((event_id, tenant_id, integration_id, call_id,
-                               os.urandom(32).hex(), "call", status, t, t,
+                events.append((id_bytes(event_id), id_bytes(tenant_id), call_id,
+                               os.urandom(16), "call", status, micros(t), micros(t),
                                ring.seal_record(EVENT_RECORD, event_id, body,
                                                 unit=next(units, None))))
         if len(calls) >= _INSERT_CALLS:

@@ -28,7 +28,9 @@ import keys
 from gateway.core.clock import parse_iso
 from gateway.errors import not_found
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
+from gateway.ingest.stored_event import event_body
 from gateway.store import Database
+from gateway.store.columns import id_bytes, id_text, micros_text
 from gateway.tenants.keyring import KeyRing
 from gateway.transparency.entries import find_phone_like
 
@@ -200,17 +202,18 @@ class DiagnosticsService:
             opened = json.loads(ring.open_record(PARTIES_RECORD, call_id, sealed))
             parties = {"from": mask_number(opened.get("from")),
                        "to": mask_number(opened.get("to"))}
-        events = await self.db.fetchall(
+        events = [{**e, "received_at": micros_text(e["received_at"]),
+                   "occurred_at": micros_text(e["occurred_at"])} for e in await self.db.fetchall(
             "SELECT id, kind, status, received_at, occurred_at, body FROM call_events"
             " WHERE call_id = ? AND tenant_id = ? ORDER BY received_at, occurred_at, id",
-            (call_id, tenant_id))
+            (call_id, id_bytes(tenant_id)))]
         await self.keyring.prefetch_units(tenant_id, [e["body"] for e in events])
         history = []
         for event in events:
             body: dict[str, Any] = {}
             try:
-                body = json.loads(ring.open_record(EVENT_RECORD, event["id"],
-                                                   bytes(event["body"])))
+                body = event_body(event["kind"], event["status"], ring.open_record(
+                    EVENT_RECORD, id_text(event["id"]), bytes(event["body"])))
             except (keys.DecryptionError, ValueError):
                 log.warning("event body unreadable in a diagnostic view")
             history.append({

@@ -12,6 +12,7 @@ from gateway.core.clock import isoformat, parse_time_field
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import PARTIES_RECORD
 from gateway.store import Database
+from gateway.store.columns import micros_text
 from gateway.tenants.keyring import KeyRing
 
 MAX_PAGE = 200
@@ -97,7 +98,10 @@ class CallService:
         events = await self.db.fetchall(
             "SELECT kind, status, received_at, occurred_at FROM call_events WHERE call_id = ?"
             " ORDER BY received_at, id", (call_id,))
-        call["events"] = [dict(e) for e in events]
+        # Times are stored as microseconds (migration 0013), served as text.
+        call["events"] = [{"kind": e["kind"], "status": e["status"],
+                           "received_at": micros_text(e["received_at"]),
+                           "occurred_at": micros_text(e["occurred_at"])} for e in events]
         recordings = await self.db.fetchall(
             "SELECT id, state, source, created_at, stats FROM recordings WHERE call_id = ? AND"
             f" state IN ({','.join('?' * len(VISIBLE_RECORDING_STATES))}) ORDER BY created_at",

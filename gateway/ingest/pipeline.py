@@ -39,8 +39,10 @@ from gateway.errors import not_found
 from gateway.ingest import set_write
 from gateway.ingest.integrations import Integration, IntegrationService
 from gateway.ingest.set_write import MERGE_COLUMNS, duration_from_answer, merge_status
-from gateway.ingest.storable import compact_json, dedupe_hash, minimised, unusable_field
+from gateway.ingest.storable import compact_json, dedupe_hash, unusable_field
+from gateway.ingest.stored_event import sealed_event_body
 from gateway.store import Database, WriteTx, sealed
+from gateway.store.columns import fold_dedupe_key, id_bytes, micros
 from gateway.store.ids import new_id
 from gateway.store.writer_process import RemoteStep
 from gateway.tenants.keyring import KeyRing
@@ -257,9 +259,9 @@ class IngestService:
                 raise not_found("integration")
             result = IngestResult()
             for item in prepared:
+                dedupe = fold_dedupe_key(integration.id, item.dedupe)
                 seen = tx.fetchone(
-                    "SELECT call_id FROM call_events WHERE integration_id = ? AND"
-                    " dedupe_key = ?", (integration.id, item.dedupe))
+                    "SELECT call_id FROM call_events WHERE dedupe_key = ?", (dedupe,))
                 if seen is not None:
                     result.duplicates += 1
                     if isinstance(item.event, RecordingAvailable):
@@ -268,13 +270,12 @@ class IngestService:
                 call_id = self._merge_call(tx, ring, integration, item, now)
                 event = item.event
                 tx.execute(
-                    "INSERT INTO call_events (id, tenant_id, integration_id, call_id,"
-                    " dedupe_key, kind, status, received_at, occurred_at, body)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (item.event_id, integration.tenant_id, integration.id, call_id,
-                     item.dedupe, "call" if isinstance(event, CallEvent) else "recording",
-                     event.status if isinstance(event, CallEvent) else None, now,
-                     isoformat(event.occurred_at), item.sealed_body))
+                    "INSERT INTO call_events (id, tenant_id, call_id, dedupe_key, kind,"
+                    " status, received_at, occurred_at, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (id_bytes(item.event_id), id_bytes(integration.tenant_id), call_id, dedupe,
+                     "call" if isinstance(event, CallEvent) else "recording",
+                     event.status if isinstance(event, CallEvent) else None, micros(now),
+                     micros(isoformat(event.occurred_at)), item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
                 result.events.append((call_id, event))
@@ -373,26 +374,21 @@ class IngestService:
                  parties: tuple[str | None, str | None, bool], units: Any) -> _PreparedEvent:
         event_id = new_id()
         from_party, to_party, skipped = parties
-        # Each time is formatted once: for the sealed body and for the stored columns.
+        # Text times for the calls row and the set-based merge; the sealed body keeps
+        # integer microseconds (gateway/ingest/stored_event.py).
         occurred = isoformat(event.occurred_at)
         if isinstance(event, CallEvent):
             started, ended = isoformat(event.started_at), isoformat(event.ended_at)
-            body = {"kind": "call", "status": event.status, "direction": event.direction,
-                    "started_at": started, "ended_at": ended,
-                    "duration_seconds": event.duration_seconds, "sequence": event.sequence,
-                    "diagnostics": dict(event.diagnostics) or None}
         else:
             started = ended = None
-            body = {"kind": "recording", "platform_recording_id": event.platform_recording_id,
-                    "url": event.url, "content_type": event.content_type,
-                    "duration_seconds": event.duration_seconds, "channels": event.channels}
         # A call believed stored with its parties needs no new id: if it is not there after
         # all, both write paths refuse the item before using one and it is prepared again.
         new_call_id = "" if skipped else new_id()
         body_unit = next(units, None)
         parties_unit = next(units, None) if from_party or to_party else None
         dedupe = dedupe_hash(event.dedupe_key)
-        sealed_body = ring.seal_record(EVENT_RECORD, event_id, minimised(body), unit=body_unit)
+        sealed_body = ring.seal_record(EVENT_RECORD, event_id, sealed_event_body(event),
+                                       unit=body_unit)
         new_call_parties = self._seal_parties(ring, new_call_id, from_party, to_party,
                                               parties_unit)
         is_call = isinstance(event, CallEvent)

@@ -2,8 +2,9 @@
 batch instead of several per event.
 
 A pure function of (write transaction, plain tuples) -> plain tuples, importing nothing
-heavier than the standard library and the canonical statuses, so that the same code runs
-on the backend's writer thread (PostgreSQL) and in the SQLite writer process
+heavier than the standard library, the canonical statuses and gateway/store/columns.py
+(how call_events stores ids and times), so that the same code runs on the backend's
+writer thread (PostgreSQL) and in the SQLite writer process
 (gateway/store/writer_process.py), which gets its input pickled and has no keys, caches or
 event objects (issue 12: the writer must not share the event loop's GIL).
 
@@ -25,6 +26,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from adapters.events import TERMINAL_STATUSES
+from gateway.store.columns import fold_dedupe_key, id_bytes, micros, micros_text
 
 # Status order: a later rank never regresses to an earlier one; terminal is final.
 _RANK = {"queued": 0, "ringing": 1, "in-progress": 2}
@@ -35,8 +37,8 @@ NEW_CALL_COLUMNS = ("id", "tenant_id", "integration_id", "platform", "platform_c
                     "platform_session_id", "status", "direction", "started_at", "ended_at",
                     "duration_seconds", "last_sequence", "sort_time", "parties", "from_index",
                     "to_index", "created_at", "updated_at")
-EVENT_COLUMNS = ("id", "tenant_id", "integration_id", "call_id", "dedupe_key", "kind",
-                 "status", "received_at", "occurred_at", "body")
+EVENT_COLUMNS = ("id", "tenant_id", "call_id", "dedupe_key", "kind", "status", "received_at",
+                 "occurred_at", "body")
 
 
 def status_rank(status: str | None) -> int:
@@ -55,8 +57,8 @@ def merge_status(current: str | None, incoming: str | None) -> str | None:
 
 class Item(NamedTuple):
     """One prepared event. Times are ISO text (or None), as stored."""
-    dedupe: bytes
-    event_id: str
+    dedupe: bytes               # the stored dedupe key (its integration folded in)
+    event_id: str               # the event's id (stored as its 16 bytes)
     sealed_body: bytes
     new_call_id: str
     has_parties: bool           # the delivery named a party (normalised, sealed below)
@@ -109,8 +111,12 @@ def write_deliveries(tx: Any, plain: Sequence[Sequence[Any]]) -> list[Outcome]:
     calls, one UPDATE per merged existing call and one INSERT of the events.
 
     `plain` holds each Delivery's fields as a plain tuple, its items likewise Item's: what
-    crosses to the writer process is then pickled without a class reference per item."""
-    deliveries = [Delivery(*d[:4], [Item._make(item) for item in d[4]]) for d in plain]
+    crosses to the writer process is then pickled without a class reference per item. An
+    item's dedupe key arrives as the hash of the platform's key alone and is folded with
+    its integration here (gateway/store/columns.py), in the writer, not on the event loop.
+    """
+    deliveries = [Delivery(*d[:4], [Item(fold_dedupe_key(d[0], item[0]), *item[1:])
+                                    for item in d[4]]) for d in plain]
     integration_ids = sorted({d.integration_id for d in deliveries})
     active = {row[0] for row in tx.fetchall(
         "SELECT i.id FROM integrations i JOIN tenants t ON t.id = i.tenant_id"
@@ -123,14 +129,14 @@ def write_deliveries(tx: Any, plain: Sequence[Sequence[Any]]) -> list[Outcome]:
             for item in d.items:
                 dedupes.add(item.dedupe)
                 call_ids.add(item.platform_call_id)
-    seen: dict[tuple[str, bytes], str] = {}
+    seen: dict[bytes, str] = {}
     calls: dict[tuple[str, str], dict[str, Any]] = {}
     for integration_id, (dedupes, call_ids) in wanted.items():
         for chunk in chunks(sorted(dedupes)):
             for row in tx.fetchall(
-                    "SELECT dedupe_key, call_id FROM call_events WHERE integration_id = ?"
-                    f" AND dedupe_key IN ({marks(len(chunk))})", (integration_id, *chunk)):
-                seen[(integration_id, bytes(row[0]))] = row[1]
+                    "SELECT dedupe_key, call_id FROM call_events"
+                    f" WHERE dedupe_key IN ({marks(len(chunk))})", chunk):
+                seen[bytes(row[0])] = row[1]
         for chunk in chunks(sorted(call_ids)):
             # Locked until the commit (PostgreSQL: another replica may be merging an event
             # of the same call); in id order, so two replicas lock alike.
@@ -150,20 +156,22 @@ def write_deliveries(tx: Any, plain: Sequence[Sequence[Any]]) -> list[Outcome]:
             outcomes.append(None)
             continue
         outcome: list[tuple[str, bool]] = []
+        # call_events stores ids as 16 bytes, times as microseconds (migration 0013).
+        tenant_key, received = id_bytes(d.tenant_id), micros(d.now)
         for item in d.items:
-            call_id = seen.get((d.integration_id, item.dedupe))
+            call_id = seen.get(item.dedupe)
             if call_id is not None:
                 outcome.append((call_id, False))
                 continue
             call = _merge_in_memory(tx, calls, new_calls, answers, d, item)
             call_id = call["id"]
-            seen[(d.integration_id, item.dedupe)] = call_id
+            seen[item.dedupe] = call_id
             status = item.status if item.is_call else None
             if status == "in-progress" and item.occurred_at:
                 answers.setdefault(call_id, []).append(item.occurred_at)
-            events.append((item.event_id, d.tenant_id, d.integration_id, call_id, item.dedupe,
-                           "call" if item.is_call else "recording", status, d.now,
-                           item.occurred_at, item.sealed_body))
+            events.append((id_bytes(item.event_id), tenant_key, call_id, item.dedupe,
+                           "call" if item.is_call else "recording", status, received,
+                           micros(item.occurred_at), item.sealed_body))
             outcome.append((call_id, True))
         outcomes.append(outcome)
     for chunk in chunks(new_calls, 50):
@@ -254,7 +262,7 @@ def duration_from_answer(tx: Any, call_id: str, answered: str | None, ended: str
     not written yet). None when the call was never answered."""
     row = tx.fetchone("SELECT MIN(occurred_at) AS t FROM call_events WHERE call_id = ?"
                       " AND status = 'in-progress'", (call_id,))
-    candidates = [t for t in (answered, row[0] if row else None, *pending) if t]
+    candidates = [t for t in (answered, micros_text(row[0]) if row else None, *pending) if t]
     if not candidates:
         return None
     seconds = (datetime.fromisoformat(ended.replace("Z", "+00:00"))

@@ -1,10 +1,9 @@
-"""The stored form of an event: whether a verified event can be stored at all
-(`unusable_field`), its minimised sealed body (`minimised`) and its dedupe key
-(`dedupe_hash`).
+"""Whether a verified event can be stored at all (`unusable_field`), its dedupe hash and
+the compact JSON sealed records hold (gateway/ingest/stored_event.py has the event body).
 
 Why a module of its own: every webhook's events pass through these before anything is
-written, and their rules (what a column, an encoder or the calendar can hold; what is
-kept of an event) are about the stored form, not about the pipeline's steps.
+written, and their rules (what a column, an encoder or the calendar can hold) are about
+the stored form, not about the pipeline's steps.
 """
 
 from __future__ import annotations
@@ -82,12 +81,3 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":"))
 def compact_json(value: Any) -> str:
     """JSON without spaces, as the sealed records hold it."""
     return _COMPACT_JSON.encode(value)
-
-
-def minimised(body: dict[str, Any]) -> bytes:
-    """The stored form of an event (`IngestService._prepare` builds `body`): only fields
-    the canonical schema knows, parties excluded (they live sealed on the call, once),
-    fields without a value left out (readers take a missing field as null), and
-    occurred_at left out (it is the row's column)."""
-    return compact_json(
-        {name: value for name, value in body.items() if value is not None}).encode()

@@ -52,7 +52,7 @@ async def call_retention_state(db: Database, keyring: KeyRing, clock: Clock,
     out = []
     for name in SWEPT:
         row = await db.fetchone(QUERIES[name].oldest_for_call, (call_id,))
-        oldest = row[0] if row is not None else None
+        oldest = QUERIES[name].time_text(row[0]) if row is not None else None
         when = None
         if oldest is not None:
             when = parse_iso(oldest) + timedelta(days=policy[name])

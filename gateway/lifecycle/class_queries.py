@@ -20,12 +20,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.lifecycle.data_classes import SWEPT
 from gateway.store import WriteTx
+from gateway.store.columns import id_bytes, id_text, micros, micros_text
 
 # delete(tx, ids) -> (deleted counts per class, recording ids whose blobs are to go)
 DeleteFn = Callable[[WriteTx, list[str], "list[bytes | None] | None"], tuple[dict[str, int], list[str]]]
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,16 @@ class ClassQueries:
     count: str           # upper bound of the candidates (tenant, cutoff): the progress total
     delete: DeleteFn     # inside a write unit
     oldest_for_call: str  # (call_id): time of the call's oldest item of the class, or NULL
+    # call_events stores ids as 16 bytes and times as microseconds (migration 0013), the
+    # other tables as text: the tenant id and a time as the table stores them (the
+    # `tenant` and `cutoff` parameters), an item id and `t` as text (what delete,
+    # receipts, the ledger and the retention state take), and where select's cursor
+    # starts.
+    tenant_key: Callable[[str], Any] = str
+    time_key: Callable[[str], Any] = str
+    item_text: Callable[[Any], str] = str
+    time_text: Callable[[Any], str | None] = _same
+    start: tuple[Any, Any] = ("", "")
 
 
 def marks(values: list[str]) -> str:
@@ -76,7 +92,8 @@ def _delete_events_tx(tx: WriteTx, ids: list[str],
                       sealed_out: list[bytes | None] | None = None
                       ) -> tuple[dict[str, int], list[str]]:
     rows = tx.fetchall(f"DELETE FROM call_events WHERE id IN ({marks(ids)})"
-                       f" RETURNING {'body' if sealed_out is not None else 'id'}", ids)
+                       f" RETURNING {'body' if sealed_out is not None else 'id'}",
+                       [id_bytes(i) for i in ids])
     if sealed_out is not None:
         sealed_out.extend(r[0] for r in rows)
     return {"call_events": len(rows)}, []
@@ -122,7 +139,9 @@ QUERIES: dict[str, ClassQueries] = {
             " LIMIT :limit"),
         count="SELECT COUNT(*) FROM call_events WHERE tenant_id = ? AND received_at < ?",
         delete=_delete_events_tx,
-        oldest_for_call="SELECT MIN(received_at) FROM call_events WHERE call_id = ?"),
+        oldest_for_call="SELECT MIN(received_at) FROM call_events WHERE call_id = ?",
+        tenant_key=id_bytes, time_key=micros, item_text=id_text, time_text=micros_text,
+        start=(-1, b"")),
     "recordings": ClassQueries(
         select=(
             "SELECT r.id AS item_id, r.created_at AS t, r.call_id, c.from_index, c.to_index,"

@@ -27,7 +27,7 @@ from typing import Any
 
 import keys
 from gateway.core.jobs import PeriodicJob
-from gateway.lifecycle.class_queries import delete_calls_tx, delete_items_tx, marks
+from gateway.lifecycle.class_queries import QUERIES, delete_calls_tx, delete_items_tx, marks
 from gateway.store import WriteTx
 
 __all__ = ["replay_deletion_ledger", "ledger_replay_job", "LEDGER_REPLAY_SECONDS",
@@ -65,9 +65,14 @@ async def replay_deletion_ledger(services: Any, remove_blobs: Any = None) -> dic
                          table: str = table, sealed_out: list = sealed_out,
                          tenant_id: str = tenant_id) -> Any:
                     del sealed_out[:]
-                    present = [r[0] for r in tx.fetchall(
+                    # call_events stores its ids and tenant id as 16 bytes (the same
+                    # conversion for both), the other tables as text.
+                    queries = QUERIES.get(name)
+                    stored = queries.tenant_key if queries else str
+                    text = queries.item_text if queries else str
+                    present = [text(r[0]) for r in tx.fetchall(
                         f"SELECT id FROM {table} WHERE tenant_id = ? AND id IN"
-                        f" ({marks(chunk)})", [tenant_id, *chunk])]
+                        f" ({marks(chunk)})", [stored(tenant_id), *map(stored, chunk)])]
                     if name == "calls":
                         return delete_calls_tx(tx, present, sealed_out)
                     return delete_items_tx(tx, name, present, sealed_out)

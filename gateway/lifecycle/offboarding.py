@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.clock import Clock, isoformat
 from gateway.errors import DomainError, not_found
 from gateway.store import Database, TableInfo, WriteTx
+from gateway.store.columns import stored_id
 from gateway.tenants.keyring import KeyRing
 from gateway.transparency.log import get_audit_log
 
@@ -181,11 +182,12 @@ class Offboarding:
     async def _delete_all(self, table: TableInfo, tenant_id: str) -> int:
         """Delete in chunks by primary key, so one huge tenant is not one huge transaction."""
         key = ", ".join(table.primary_key)
+        tenant = stored_id(table.columns["tenant_id"], tenant_id)   # call_events: 16 bytes
         total = 0
         while True:
             n = await self.db.write(lambda tx: tx.execute(
                 f"DELETE FROM {table.name} WHERE ({key}) IN (SELECT {key} FROM {table.name}"
-                " WHERE tenant_id = ? LIMIT ?)", (tenant_id, _CHUNK)))
+                " WHERE tenant_id = ? LIMIT ?)", (tenant, _CHUNK)))
             total += n
             if n < _CHUNK:
                 return total

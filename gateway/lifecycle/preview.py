@@ -70,10 +70,12 @@ class RetentionPreview:
         gone_calls: set[str] = set()
         gone_recordings: set[str] = set()
         for data_class in SWEPT:
-            cursor = ("", "")
+            queries = QUERIES[data_class]
+            cursor = queries.start
             while True:
-                rows = await self.db.fetchall(QUERIES[data_class].select, {
-                    "tenant": tenant_id, "cutoff": cut[data_class], "ct": cursor[0],
+                rows = await self.db.fetchall(queries.select, {
+                    "tenant": queries.tenant_key(tenant_id),
+                    "cutoff": queries.time_key(cut[data_class]), "ct": cursor[0],
                     "cid": cursor[1], "now": isoformat(now), "limit": _CHUNK})
                 if not rows:
                     break

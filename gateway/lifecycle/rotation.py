@@ -52,6 +52,7 @@ from gateway.core.jobs import PeriodicJob
 from gateway.errors import DomainError, not_found
 from gateway.lifecycle.settings import KeysConfig
 from gateway.store import Database, TableInfo, WriteTx, sealed
+from gateway.store.columns import from_json_value, id_text, json_value, stored_id
 from gateway.store.sealed import SealedColumn
 from gateway.tenants.keyring import KeyRing
 from gateway.tenants.root_rotation import destroyed_versions_shredder
@@ -110,6 +111,11 @@ class KeyService:
         if len(key) != 1:
             raise ValueError(f"sealed table {spec.table} needs a one-column primary key")
         return key[0]
+
+    async def _tenant(self, table: str, tenant_id: str) -> Any:
+        """The tenant id as `table` stores it (call_events: 16 bytes, migration 0013)."""
+        info = (await self._existing_tables())[table]
+        return stored_id(info.columns.get("tenant_id", "text"), tenant_id)
 
     async def _sources(self) -> list[SealedColumn]:
         tables = await self._existing_tables()
@@ -283,13 +289,16 @@ class KeyService:
             if state is None:
                 total = (await self.db.fetchone(
                     f"SELECT COUNT(*) FROM {spec.table} WHERE tenant_id = ? AND"
-                    f" {spec.column} IS NOT NULL", (tenant_id,)))[0]
+                    f" {spec.column} IS NOT NULL", (await self._tenant(spec.table, tenant_id),)
+                ))[0]
                 state = sources[spec.name] = {"total": total, "done": 0, "resealed": 0,
                                               "errors": 0, "cursor": None, "finished": False}
             while not state["finished"]:
                 rows = await self._page(spec, tenant_id, state["cursor"], batch)
                 updates = await asyncio.to_thread(self._reseal, ring, spec, rows, primary, state)
-                cursor = [rows[-1][c] for c in range(len(spec.keyset))] if rows else None
+                # Kept in the progress JSON: a 16-byte id as {"hex": ...}.
+                cursor = [json_value(rows[-1][c]) for c in range(len(spec.keyset))
+                          ] if rows else None
                 state["done"] += len(rows)
                 state["resealed"] += len(updates)
                 state["finished"] = len(rows) < batch
@@ -326,10 +335,10 @@ class KeyService:
         row_key = await self._row_key(spec)
         cols = ", ".join(spec.keyset or (row_key,))
         where = ""
-        params: list[Any] = [tenant_id]
+        params: list[Any] = [await self._tenant(spec.table, tenant_id)]
         if cursor is not None:
             where = f" AND ({cols}) > ({', '.join('?' * len(cursor))})"
-            params.extend(cursor)
+            params.extend(from_json_value(v) for v in cursor)
         return await self.db.fetchall(
             f"SELECT {cols}, {row_key} AS _rid, {spec.id_column} AS _rec,"
             f" {spec.column} AS _sealed FROM {spec.table} WHERE tenant_id = ?"
@@ -344,7 +353,9 @@ class KeyService:
             try:
                 if keys.sealed_version(old) == primary:
                     continue
-                new = ring.reseal_record(spec.record_kind, str(row["_rec"]), old)
+                new = ring.reseal_record(spec.record_kind, id_text(row["_rec"])
+                                         if isinstance(row["_rec"], (bytes, memoryview))
+                                         else str(row["_rec"]), old)
             except keys.UnitSealed:
                 continue    # under its own unit key, which no KEK version protects
             except (ValueError, keys.DecryptionError):
@@ -410,7 +421,7 @@ class KeyService:
                 f" IS NOT NULL AND substr({spec.column}, 1, 5) <> ?"
                 # Format 2 is under a unit key in the key store, under no KEK version.
                 f" AND substr({spec.column}, 1, 1) <> ?",
-                (tenant_id, prefix, _UNIT_RECORD_FORMAT)))[0]
+                (await self._tenant(spec.table, tenant_id), prefix, _UNIT_RECORD_FORMAT)))[0]
         out[BLOB_KEYS] = (await self.db.fetchone(
             "SELECT COUNT(*) FROM blob_keys WHERE tenant_id = ? AND kek_version <> ?",
             (tenant_id, primary)))[0]
@@ -430,8 +441,8 @@ class KeyService:
                 n = (await self.db.fetchone(
                     f"SELECT COUNT(*) FROM {table} WHERE tenant_id = ? AND length({column})"
                     f" >= ? AND substr({column}, 1, 1) = ? AND substr({column}, 1, 5) <> ?",
-                    (tenant_id, _MIN_SEALED_LEN, bytes([_RECORD_FORMAT]),
-                     _version_bytes(primary))))[0]
+                    (stored_id(info.columns["tenant_id"], tenant_id), _MIN_SEALED_LEN,
+                     bytes([_RECORD_FORMAT]), _version_bytes(primary))))[0]
                 if n:
                     found.append(f"{table}.{column}")
         return found
@@ -502,3 +513,4 @@ def get_key_service(services: Any) -> KeyService:
                          shred_wrapped_copies=destroyed_versions_shredder(services, audit))
     services.features["key_rotation"] = service
     return service
+

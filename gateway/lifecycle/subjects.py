@@ -49,6 +49,7 @@ from gateway.calls.service import VISIBLE_RECORDING_STATES, CallService
 from gateway.core.clock import isoformat
 from gateway.errors import invalid, not_found
 from gateway.ingest.pipeline import EVENT_RECORD, PARTIES_RECORD
+from gateway.ingest.stored_event import event_body
 from gateway.lifecycle.class_queries import delete_calls_tx
 from gateway.lifecycle.data_classes import DELETED_WITH_CALL
 from gateway.lifecycle.holds import parse_number
@@ -56,6 +57,7 @@ from gateway.lifecycle.report import hash_id
 from gateway.lifecycle.retention import RetentionService, get_retention
 from gateway.lifecycle.unit_keys import truncate_wal
 from gateway.store import WriteTx, sealed
+from gateway.store.columns import id_text, micros_text
 
 SUBJECT_RECORD = "subject-request"
 # Key rotation reseals the request's sealed subject (gateway/store/sealed.py).
@@ -286,10 +288,11 @@ class SubjectService:
                     " WHERE call_id = ? ORDER BY received_at, id", (match.row["id"],))
                 await self.keyring.prefetch_units(tenant_id, [e["body"] for e in events])
                 call["events"] = [{
-                    "id": e["id"], "kind": e["kind"], "status": e["status"],
-                    "received_at": e["received_at"], "occurred_at": e["occurred_at"],
-                    "body": json.loads(ring.open_record(EVENT_RECORD, e["id"],
-                                                        bytes(e["body"])))} for e in events]
+                    "id": id_text(e["id"]), "kind": e["kind"], "status": e["status"],
+                    "received_at": micros_text(e["received_at"]),
+                    "occurred_at": micros_text(e["occurred_at"]),
+                    "body": event_body(e["kind"], e["status"], ring.open_record(
+                        EVENT_RECORD, id_text(e["id"]), bytes(e["body"])))} for e in events]
                 counts["calls"] += 1
                 counts["events"] += len(events)
                 yield out(("," if i else "") + json.dumps(call)[:-1] + ', "recordings": [')

@@ -55,7 +55,7 @@ class SweepInterrupted(RuntimeError):
 class _BatchResult:
     stop: bool = False
     tenant_held: bool = False
-    cursor: tuple[str, str] = ("", "")
+    cursor: tuple[Any, Any] = ("", "")
     examined: int = 0
     counts: dict[str, int] = field(default_factory=dict)
     kept: dict[str, int] = field(default_factory=dict)
@@ -135,7 +135,9 @@ class Sweeper:
         for tenant_id in tenant_ids or await self.tenants():
             cut = cutoffs(await self.policies.effective(tenant_id), now)
             for name in SWEPT:
-                row = await self.db.fetchone(QUERIES[name].count, (tenant_id, cut[name]))
+                queries = QUERIES[name]
+                row = await self.db.fetchone(queries.count, (queries.tenant_key(tenant_id),
+                                                             queries.time_key(cut[name])))
                 total += row[0]
         return total
 
@@ -192,7 +194,7 @@ class Sweeper:
 
         try:
             for data_class in SWEPT:
-                cursor = ("", "")
+                cursor = QUERIES[data_class].start
                 first = True
                 while True:
                     batch = await self._sweep_batch(tenant_id, ring, data_class,
@@ -245,12 +247,14 @@ class Sweeper:
         return result
 
     async def _sweep_batch(self, tenant_id: str, ring: keys.TenantKeys, data_class: str,
-                           cutoff: str, cursor: tuple[str, str], run_id: str,
+                           cutoff: str, cursor: tuple[Any, Any], run_id: str,
                            clear_tombstones: list[str]) -> _BatchResult:
         now = isoformat(self.clock.now())
         limit = self.cfg.batch_size
         audit = self.audit
 
+        queries = QUERIES[data_class]
+        tenant, cutoff_key = queries.tenant_key(tenant_id), queries.time_key(cutoff)
         sealed_out: list[bytes | None] = []
         # The parties' unit keys for the hold check, kept for this batch whatever the
         # shared segment cache evicts before the unit runs (None: the ring's cache).
@@ -260,7 +264,7 @@ class Sweeper:
             # candidates inside the unit, which cannot wait on the key store); the
             # deletion below rewrites the same segments, so the reads are not wasted.
             ahead = await self.db.fetchall(QUERIES[data_class].select, {
-                "tenant": tenant_id, "cutoff": cutoff, "ct": cursor[0], "cid": cursor[1],
+                "tenant": tenant, "cutoff": cutoff_key, "ct": cursor[0], "cid": cursor[1],
                 "now": now, "limit": limit})
             units = await self.keyring.prefetch_units(tenant_id,
                                                       [r["parties"] for r in ahead])
@@ -276,7 +280,7 @@ class Sweeper:
             # Locked until the commit: a sweep on another replica (PostgreSQL) waits, then
             # sees these rows gone, so no item is deleted twice or in two receipts.
             rows = tx.fetchall(QUERIES[data_class].select, {
-                "tenant": tenant_id, "cutoff": cutoff, "ct": cursor[0], "cid": cursor[1],
+                "tenant": tenant, "cutoff": cutoff_key, "ct": cursor[0], "cid": cursor[1],
                 "now": now, "limit": limit}, for_update=True)
             out = _BatchResult(stop=len(rows) < limit, examined=len(rows))
             if not rows:
@@ -287,8 +291,8 @@ class Sweeper:
                 verdict = classify(row, holds, ring, units)
                 if verdict == "delete":
                     if out.first_deleted_time is None:
-                        out.first_deleted_time = row["t"]
-                    doomed.append(row["item_id"])
+                        out.first_deleted_time = queries.time_text(row["t"])
+                    doomed.append(queries.item_text(row["item_id"]))
                 else:
                     out.kept[verdict] = out.kept.get(verdict, 0) + 1
             if not doomed:

@@ -61,9 +61,21 @@ def _placeholders(segment: str) -> str:
 
 # unhex(column) (SQLite) is decode(column, 'hex') on PostgreSQL.
 _UNHEX = re.compile(r"\bunhex\((\w+)\)", re.IGNORECASE)
+# Migration 0013's functions (on SQLite those of gateway/store/columns.py):
+# dedupe_fold(integration_id, dedupe_key), uuid_blob(column) (a UUID's 16 bytes) and
+# iso_micros(column) (an RFC 3339 time as integer microseconds since the epoch).
+_DEDUPE_FOLD = re.compile(r"\bdedupe_fold\((\w+),\s*(\w+)\)", re.IGNORECASE)
+
+
+_UUID_BLOB = re.compile(r"\buuid_blob\((\w+)\)", re.IGNORECASE)
+_ISO_MICROS = re.compile(r"\biso_micros\((\w+)\)", re.IGNORECASE)
 
 
 def _functions(segment: str) -> str:
+    segment = _DEDUPE_FOLD.sub(r"substr(sha256(convert_to(\1, 'UTF8') || \2), 1, 16)", segment)
+    segment = _UUID_BLOB.sub(r"decode(replace(\1, '-', ''), 'hex')", segment)
+    segment = _ISO_MICROS.sub(
+        r"CAST(extract(epoch FROM CAST(\1 AS timestamptz)) * 1000000 AS BIGINT)", segment)
     return _UNHEX.sub(r"decode(\1, 'hex')", segment)
 
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from gateway.store.columns import fold_dedupe_key, iso_micros, uuid_blob
 from gateway.store.database import IntegrityError, Params, StoreUnavailable, TableInfo
 from gateway.store.dialect import SQLITE
 from gateway.store.group_commit import (
@@ -273,6 +274,11 @@ def apply_migrations_sync(conn: sqlite3.Connection) -> list[str]:
     if sqlite3.sqlite_version_info < (3, 41):
         # Migration 0009 converts hex text with unhex(), built into SQLite from 3.41.
         conn.create_function("unhex", 1, _unhex, deterministic=True)
+    # Migration 0013 (gateway/store/columns.py): the integration folded into each event's
+    # dedupe key, event and tenant ids as 16 bytes, times as integer microseconds.
+    conn.create_function("dedupe_fold", 2, fold_dedupe_key, deterministic=True)
+    conn.create_function("uuid_blob", 1, uuid_blob, deterministic=True)
+    conn.create_function("iso_micros", 1, iso_micros, deterministic=True)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
         " name TEXT NOT NULL, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)")

@@ -10,6 +10,8 @@ from datetime import timedelta
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from gateway.ingest.pipeline import EVENT_RECORD
+from gateway.ingest.stored_event import event_body
+from gateway.store.columns import id_text
 
 from .fakes import FakePlatform
 from .helpers import (
@@ -73,7 +75,8 @@ async def test_call_lifecycle_out_of_order_with_duplicates(gateway):
         "SELECT id, body FROM call_events WHERE call_id = ? AND status = 'completed'",
         (call["id"],))
     [row] = rows
-    stored = json.loads(ring.open_record(EVENT_RECORD, row["id"], bytes(row["body"])))
+    stored = event_body("call", "completed", ring.open_record(EVENT_RECORD, id_text(row["id"]),
+                                                              bytes(row["body"])))
     assert stored["diagnostics"] == {
         "hangup_cause": "normal_clearing", "hangup_source": "caller",
         "sip_hangup_cause": "200",

@@ -175,6 +175,41 @@ async def test_a_reindex_stopped_mid_way_resumes_in_the_next_process(config, clo
         assert await _search(env, a) == {first}
 
 
+async def test_the_reindex_walks_past_other_tenants_calls(config, clock):
+    """The walk reads every tenant's calls in id order (no index of its own since
+    migration 0013): it reindexes this tenant's calls only, counts only them, and batches
+    that hold none of them still move it on."""
+    config.privacy.blind_index_check_seconds = 0   # no planner: only the rotation runs
+    _quiet_jobs(config, poll_interval_seconds=3600.0, rotation_batch_size=2)
+    numbers, theirs = {}, {}
+    async with start_gateway(config, clock) as gateway:
+        env = await make_env(gateway)
+        other = await make_env(gateway, "other")
+        service = get_blind_index_service(gateway.services)
+        await service.stop()     # drive the job by hand
+        for i in range(5):
+            for target, found, base in ((env, numbers, 3000), (other, theirs, 5000),
+                                        (other, theirs, 6000)):
+                a, b = f"+1415555{base + i:04d}", f"+1415555{base + 500 + i:04d}"
+                found[await target.call(f"c{base}-{i}", from_number=a, to_number=b)] = (a, b)
+        before = {call_id: await gateway.services.db.fetchone(
+            "SELECT from_index, to_index FROM calls WHERE id = ?", (call_id,))
+            for call_id in theirs}
+        assert await service.start_reindex(env.tenant.id, rotate_key=True, reason="rotation")
+        await service.run_pending()
+        state = await _wait_reindexed(gateway, env.tenant.id, 16)
+        assert state["bik_version"] == 2
+        await _indexes_match_ring(gateway, env.tenant.id, numbers)
+        for call_id, row in before.items():
+            assert dict(await gateway.services.db.fetchone(
+                "SELECT from_index, to_index FROM calls WHERE id = ?", (call_id,))) == dict(row)
+        done = [e for e in await env.audit_entries()
+                if e.get("outcome") == "blind_index_reindexed"]
+        assert done[-1]["details"]["rows"] == 5
+        for call_id, (a, _) in numbers.items():
+            assert await _search(env, a) == {call_id}
+
+
 def _cli(config_file: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "gateway.cli", "--config", str(config_file),
                            *args], capture_output=True, text=True, timeout=120)

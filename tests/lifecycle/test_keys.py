@@ -9,7 +9,9 @@ import uuid
 import pytest
 
 import keys
+from gateway.ingest.pipeline import EVENT_RECORD
 from gateway.lifecycle.rotation import get_key_service
+from gateway.store.columns import id_text
 from gateway.store.sealed import SealedColumn
 from gateway.store.sealed import register as register_sealed_column
 from tests.lifecycle.helpers import make_env
@@ -46,8 +48,10 @@ async def _versions(gateway, tenant_id) -> dict[str, set[int]]:
                           ("call_events", "body"), ("recordings", "meta"),
                           ("legal_holds", "number_sealed"), ("legal_holds", "reason"),
                           ("subject_requests", "subject"), ("blob_keys", "wrapped")]:
+        # call_events stores its tenant id as 16 bytes (migration 0013).
+        tenant = uuid.UUID(tenant_id).bytes if table == "call_events" else tenant_id
         rows = await db.fetchall(f"SELECT {column} FROM {table} WHERE tenant_id = ? AND"
-                                 f" {column} IS NOT NULL", (tenant_id,))
+                                 f" {column} IS NOT NULL", (tenant,))
         out[f"{table}.{column}"] = {_version(bytes(r[0])) for r in rows}
     return out
 
@@ -234,3 +238,42 @@ async def test_other_processes_pick_up_a_rotation_within_the_ring_cache_time(gat
         assert (await second.keyring.for_tenant(env.tenant.id)).versions == (1, 2)
     finally:
         await second.close()
+
+
+async def test_rotation_reseals_event_bodies_under_the_kek_by_their_text_id(gateway):
+    """call_events keeps its ids as 16 bytes (migration 0013): the reseal walk binds each
+    body to the id's text and pages by (received_at, id) across batches."""
+    env = await make_env(gateway)
+    other = await make_env(gateway, "other")
+    call_id = await env.call("a")
+    for status in ("ringing", "in-progress"):
+        await env.event("a", status)
+    await other.call("x")
+    db = gateway.services.db
+    ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    plain = {}
+    # As a gateway without a key store sealed them: under the KEK (record format 1).
+    for row in await db.fetchall("SELECT id, body FROM call_events WHERE call_id = ?",
+                                 (call_id,)):
+        text_id = id_text(row["id"])
+        plain[text_id] = ring.open_record(EVENT_RECORD, text_id, bytes(row["body"]))
+        sealed = ring.seal_record(EVENT_RECORD, text_id, plain[text_id])
+        await db.write(lambda tx, s=sealed, i=row["id"]: tx.execute(
+            "UPDATE call_events SET body = ? WHERE id = ?", (s, i)))
+    service = get_key_service(gateway.services)
+    await service.stop()
+    service.cfg.rotation_batch_size = 1
+    code, _, _ = await env.request("POST", "/v1/keys/rotate")
+    assert code == 202
+    await service.run_pending()
+    code, rotation, _ = await env.request("GET", "/v1/keys/rotation")
+    source = rotation["progress"]["sources"]["call_events.body"]
+    assert (source["resealed"], source["errors"]) == (3, 0)
+    gateway.services.keyring.forget(env.tenant.id)
+    ring = await gateway.services.keyring.for_tenant(env.tenant.id)
+    rows = await db.fetchall("SELECT id, body FROM call_events WHERE call_id = ?", (call_id,))
+    assert {keys.sealed_version(bytes(r["body"])) for r in rows} == {2}
+    assert {id_text(r["id"]): ring.open_record(EVENT_RECORD, id_text(r["id"]), bytes(r["body"]))
+            for r in rows} == plain
+    code, call, _ = await env.request("GET", f"/v1/calls/{call_id}")
+    assert code == 200 and len(call["events"]) == 3

@@ -2,13 +2,14 @@
 statements for the whole batch), with the behaviour of writing them one by one: each event
 stored once however often and concurrently it is delivered, statuses never regress, and
 a refused delivery refuses only itself. Also: the set-based step really carries the load,
-and migration 0009 keeps old dedupe keys deduping."""
+and migrations 0009 and 0013 keep old dedupe keys deduping."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import random
+import uuid
 
 import pytest
 
@@ -93,8 +94,10 @@ async def test_the_stored_dedupe_key_is_16_bytes_of_sha256(gateway):
     integration = await gateway.integration(tenant, "standard", {"secret": secret})
     assert await _deliver(gateway, integration, secret, "c1", "ringing", "msg_key") == 200
     row = await gateway.services.db.fetchone("SELECT dedupe_key FROM call_events")
-    # The Standard Webhooks adapter dedupes on the webhook-id.
-    assert bytes(row["dedupe_key"]) == hashlib.sha256(b"msg_key").digest()[:16]
+    # The Standard Webhooks adapter dedupes on the webhook-id; the integration is folded in.
+    key_hash = hashlib.sha256(b"msg_key").digest()[:16]
+    assert bytes(row["dedupe_key"]) == hashlib.sha256(
+        integration["id"].encode() + key_hash).digest()[:16]
 
 
 def _count_set_based(gateway) -> dict[str, int]:
@@ -131,13 +134,28 @@ def _before_0009():
     return [m for m in migration_files() if m[0] < 9]
 
 
+def _before_0013():
+    from gateway.store.migrations import migration_files
+    return [m for m in migration_files() if m[0] < 13]
+
+
+def _folded(integration_id: str, key: bytes) -> bytes:
+    """What the ingest path looks up for `key` delivered to `integration_id`."""
+    from gateway.ingest.storable import dedupe_hash
+    from gateway.store.columns import fold_dedupe_key
+    return fold_dedupe_key(integration_id, dedupe_hash(key.decode()))
+
+
+# Migration 0013 stores event and tenant ids as 16 bytes: old rows hold UUID text.
+T1, E1, E2 = (f"00000000-0000-4000-8000-00000000000{n}" for n in (1, 2, 3))
 _OLD_ROWS = [
-    "INSERT INTO tenants (id, name, created_at) VALUES ('t1', 'acme', '2026-01-01T00:00:00Z')",
+    f"INSERT INTO tenants (id, name, created_at) VALUES ('{T1}', 'acme',"
+    " '2026-01-01T00:00:00Z')",
     "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id, sort_time,"
-    " created_at, updated_at) VALUES ('c1', 't1', 'i1', 'standard', 'pc1',"
+    " created_at, updated_at) VALUES ('c1', '" + T1 + "', 'i1', 'standard', 'pc1',"
     " '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
     "INSERT INTO call_events (id, tenant_id, integration_id, call_id, dedupe_key, kind,"
-    " received_at, body) VALUES ('e1', 't1', 'i1', 'c1', '"
+    " received_at, body) VALUES ('" + E1 + "', '" + T1 + "', 'i1', 'c1', '"
     + hashlib.sha256(b"msg_old").hexdigest() + "', 'call', '2026-01-01T00:00:00Z', 'x')",
 ]
 
@@ -161,7 +179,8 @@ def test_migration_0009_converts_old_dedupe_keys_sqlite(tmp_path, monkeypatch):
                             " AND platform_session_id = ?", ("i1", "s1")).fetchall()
     finally:
         conn.close()
-    assert key == hashlib.sha256(b"msg_old").digest()[:16] and call_id == "c1"
+    # 0009 made it 16 bytes of SHA-256, 0013 folded the integration in.
+    assert key == _folded("i1", b"msg_old") and call_id == "c1"
     assert "calls_by_session" in str(plan)
 
 
@@ -180,7 +199,73 @@ def test_migration_0009_converts_old_dedupe_keys_postgres(postgres_schema_url, m
         applied = backend.apply_migrations_postgresql(conn)
         assert applied[0].startswith("0009")
         key, call_id = conn.execute("SELECT dedupe_key, call_id FROM call_events").fetchone()
-    assert bytes(key) == hashlib.sha256(b"msg_old").digest()[:16] and call_id == "c1"
+    assert bytes(key) == _folded("i1", b"msg_old") and call_id == "c1"
+
+
+# Rows as migration 0012 left them: 16-byte dedupe keys beside their integration.
+_ROWS_0012 = [
+    *_OLD_ROWS[:2],
+    "INSERT INTO calls (id, tenant_id, integration_id, platform, platform_call_id, sort_time,"
+    f" created_at, updated_at) VALUES ('c2', '{T1}', 'i2', 'standard', 'pc1',"
+    " '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z')",
+    # One idempotency key delivered to two integrations: two events, two folded keys.
+    *[f"INSERT INTO call_events (id, tenant_id, integration_id, call_id, dedupe_key, kind,"
+      f" received_at, body) VALUES ('{event}', '{T1}', 'i{n}', 'c{n}', ?, 'call',"
+      f" '2026-01-01T00:00:00Z', ?)" for n, event in ((1, E1), (2, E2))],
+]
+
+
+# After 0013: ids as 16 bytes, each key folded with its own integration.
+_AFTER_0013 = [(uuid.UUID(E1).bytes, uuid.UUID(T1).bytes, _folded("i1", b"msg_old"), "c1"),
+               (uuid.UUID(E2).bytes, uuid.UUID(T1).bytes, _folded("i2", b"msg_old"), "c2")]
+
+
+def _insert_0012_rows(execute) -> None:
+    for statement in _ROWS_0012:
+        execute(statement, (hashlib.sha256(b"msg_old").digest()[:16], b"x")
+                if "call_events" in statement else ())
+
+
+@pytest.mark.backends("sqlite")
+def test_migration_0013_folds_the_integration_into_old_dedupe_keys_sqlite(
+        tmp_path, monkeypatch):
+    import sqlite3
+
+    from gateway.store import sqlite as backend
+    conn = sqlite3.connect(tmp_path / "old.sqlite3", isolation_level=None)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(backend, "migration_files", _before_0013)
+            backend.apply_migrations_sync(conn)
+        _insert_0012_rows(conn.execute)
+        applied = backend.apply_migrations_sync(conn)
+        rows = conn.execute("SELECT id, tenant_id, dedupe_key, call_id FROM call_events"
+                            " ORDER BY id").fetchall()
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(call_events)")]
+    finally:
+        conn.close()
+    assert applied[0].startswith("0013")
+    assert rows == _AFTER_0013
+    assert "integration_id" not in columns
+
+
+@pytest.mark.backends("postgres")
+def test_migration_0013_folds_the_integration_into_old_dedupe_keys_postgres(
+        postgres_schema_url, monkeypatch):
+    import psycopg
+
+    from gateway.store import postgres as backend
+    with psycopg.connect(postgres_schema_url) as conn:
+        with monkeypatch.context() as patch:
+            patch.setattr(backend, "migration_files", _before_0013)
+            backend.apply_migrations_postgresql(conn)
+        _insert_0012_rows(lambda sql, params: conn.execute(sql.replace("?", "%s"), params))
+        conn.commit()
+        applied = backend.apply_migrations_postgresql(conn)
+        rows = conn.execute("SELECT id, tenant_id, dedupe_key, call_id FROM call_events"
+                            " ORDER BY id").fetchall()
+    assert applied[0].startswith("0013")
+    assert [(bytes(r[0]), bytes(r[1]), bytes(r[2]), r[3]) for r in rows] == _AFTER_0013
 
 
 @pytest.mark.backends("sqlite")
