@@ -4,11 +4,15 @@ The harness itself lives in tests/support/ (server, CLI, signers, backing server
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import secrets
+import signal
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
 import pytest
 
@@ -82,3 +86,27 @@ def config(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Conf
 async def gateway(config: Config, clock: ManualClock) -> AsyncIterator[RunningGateway]:
     async with start_gateway(config, clock) as running:
         yield running
+
+
+
+def _dump_tasks(signum: int, frame: FrameType | None) -> None:
+    """`kill -USR1 <pytest pid>` writes every asyncio task's stack to
+    /tmp/pytest-tasks-<pid>.txt: where a hung test (or its teardown) waits, which a thread
+    dump (py-spy, faulthandler) does not show. The loop is the one the main thread was
+    running when the signal came."""
+    out = io.StringIO()
+    loop = None
+    while frame is not None and loop is None:
+        candidate = frame.f_locals.get("self")
+        if isinstance(candidate, asyncio.AbstractEventLoop):
+            loop = candidate
+        frame = frame.f_back
+    if loop is None:
+        print("no event loop was running", file=out)
+    for task in asyncio.all_tasks(loop) if loop is not None else ():
+        print(f"--- {task!r}", file=out)
+        task.print_stack(file=out)
+    Path(f"/tmp/pytest-tasks-{os.getpid()}.txt").write_text(out.getvalue())
+
+
+signal.signal(signal.SIGUSR1, _dump_tasks)
