@@ -3,7 +3,8 @@
 Invariants:
 - Every background loop in the gateway is a `PeriodicJob`; none hand-writes `while True`.
 - A tick that raises is logged by exception class only (never its message, which may
-  carry data) and counted; the job keeps running. Cancellation always propagates.
+  carry data) and counted; the job keeps running. Cancellation always propagates, also
+  when it lands while the job waits for its next tick.
 - Work that must happen once across replicas is protected by the job's own row leases in
   the database (see `gateway/store/`), not by this loop: every replica runs every job.
 """
@@ -84,8 +85,13 @@ class PeriodicJob:
         more = self.run_at_start
         while True:
             if not more:
+                # asyncio.timeout, not wait_for: on Python 3.11, a cancel that lands as the
+                # timeout fires comes out of wait_for as TimeoutError, which this loop
+                # would swallow, leaving `stop()` waiting for a task that keeps running
+                # (seen as a hung shutdown). timeout() tells its own expiry from a cancel.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._delay())
+                    async with asyncio.timeout(self._delay()):
+                        await self._wake.wait()
             self._wake.clear()
             self._idle.clear()
             try:
