@@ -128,10 +128,10 @@ class SqliteDatabase(BatchingDatabase):
         if self.process is not None:
             try:
                 await self.process.start()
-            except (OSError, EOFError, TimeoutError, StepNotDone) as exc:
+            except StepNotDone as exc:
                 # The gateway still works without it (batches run on the writer thread).
                 log.error("sqlite writer process did not start; batches run on the writer"
-                          " thread", extra={"error": type(exc).__name__})
+                          " thread", extra={"error": str(exc)})
         self._reader = await aiosqlite.connect(self.path, isolation_level=None)
         self._reader.row_factory = sqlite3.Row
         for pragma in self._pragmas():

@@ -149,6 +149,8 @@ class WriterProcess:
         return self._proc.pid if self._proc is not None else None
 
     async def start(self) -> None:
+        """Start the child and wait until it has opened the database; StepNotDone (named
+        by the cause's class only) when it did not."""
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # The child imports this checkout's code, wherever the gateway was started from.
         root = str(Path(__file__).resolve().parents[2])
@@ -158,17 +160,21 @@ class WriterProcess:
             self._proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway.store.writer_child", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            ours.close()
+            raise StepNotDone(type(exc).__name__) from exc
         finally:
             theirs.close()
         try:
             _, self._channel = await asyncio.get_running_loop().create_unix_connection(
                 _Channel, sock=ours)
-            if await self._channel.ask((str(self.path), self.pragmas),
-                                       START_TIMEOUT) != "ready":
-                raise StepNotDone("the writer process did not start")
-        except (OSError, EOFError, TimeoutError, pickle.PickleError, StepNotDone):
+            ready = await self._channel.ask((str(self.path), self.pragmas), START_TIMEOUT)
+        except (OSError, EOFError, TimeoutError, pickle.PickleError) as exc:
             self._kill()
-            raise
+            raise StepNotDone(type(exc).__name__) from exc
+        if ready != "ready":
+            self._kill()
+            raise StepNotDone("unexpected answer")
         log.info("sqlite writer process started", extra={"pid": self._proc.pid})
 
     async def run(self, step: RemoteStep, units: list[Any]) -> list[tuple[bool, Any]]:
@@ -179,10 +185,10 @@ class WriterProcess:
                 raise StepNotDone("the writer process is not running")
             try:
                 await self.start()
-            except (OSError, EOFError, TimeoutError, pickle.PickleError, StepNotDone) as exc:
+            except StepNotDone as exc:
                 self._next_start = time.monotonic() + RESTART_BACKOFF
                 log.error("sqlite writer process did not start; batches run on the writer"
-                          " thread", extra={"error": type(exc).__name__})
+                          " thread", extra={"error": str(exc)})
                 raise StepNotDone("the writer process is not running") from exc
         assert self._channel is not None
         try:

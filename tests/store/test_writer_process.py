@@ -128,3 +128,22 @@ def test_the_writer_process_never_outlives_its_gateway(stop):
         while not _gone(child):
             assert time.monotonic() < deadline, "the writer process outlived its gateway"
             time.sleep(0.1)
+
+
+async def test_a_writer_process_that_cannot_start_leaves_the_batches_to_the_thread(tmp_path):
+    """A child that cannot open the database (here: the path is a directory) is reported
+    as StepNotDone and gone, and the next step does not try again before the back-off:
+    the gateway's writes stay on the writer thread meanwhile."""
+    from gateway.store.writer_process import RemoteStep, StepNotDone, WriterProcess
+    process = WriterProcess(tmp_path, [])
+    with pytest.raises(StepNotDone):
+        await process.start()
+    assert process.pid is None
+    step = RemoteStep("gateway.ingest.set_write:write_deliveries", encode=list,
+                      decode=lambda units, answer: answer)
+    started = time.monotonic()
+    for _ in range(2):
+        with pytest.raises(StepNotDone):
+            await process.run(step, [])
+    assert process.pid is None and time.monotonic() - started < 10
+    await process.stop()
