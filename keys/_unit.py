@@ -62,8 +62,8 @@ from ._errors import DecryptionError
 from ._hkdf import derive32
 from ._root import RootKeyProvider
 
-__all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "new_unit_keys", "encode_segment", "decode_segment", "unit_ref",
-           "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES",
+__all__ = ["UnitKey", "SegmentEntries", "new_unit_key", "new_unit_keys", "encode_segment",
+           "decode_segment", "unit_ref", "seal_with_unit", "open_with_unit", "RECORD_FORMAT", "MAX_SEGMENT_ENTRIES",
            "new_unit_blob", "open_unit_blob", "adopt_wrapped_dek", "BLOB_KEY_REF_LEN"]
 
 RECORD_FORMAT = 2

@@ -88,7 +88,6 @@ async def gateway(config: Config, clock: ManualClock) -> AsyncIterator[RunningGa
         yield running
 
 
-
 def _dump_tasks(signum: int, frame: FrameType | None) -> None:
     """`kill -USR1 <pytest pid>` writes every asyncio task's stack to
     /tmp/pytest-tasks-<pid>.txt: where a hung test (or its teardown) waits, which a thread

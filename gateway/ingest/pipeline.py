@@ -42,7 +42,7 @@ from gateway.ingest.set_write import MERGE_COLUMNS, duration_from_answer, merge_
 from gateway.ingest.storable import compact_json, dedupe_hash, unusable_field
 from gateway.ingest.stored_event import sealed_event_body
 from gateway.store import Database, WriteTx, sealed
-from gateway.store.columns import fold_dedupe_key, id_bytes, micros
+from gateway.store.columns import datetime_micros, fold_dedupe_key, id_bytes, micros
 from gateway.store.ids import new_id
 from gateway.store.writer_process import RemoteStep
 from gateway.tenants.keyring import KeyRing
@@ -275,7 +275,7 @@ class IngestService:
                     (id_bytes(item.event_id), id_bytes(integration.tenant_id), call_id, dedupe,
                      "call" if isinstance(event, CallEvent) else "recording",
                      event.status if isinstance(event, CallEvent) else None, micros(now),
-                     micros(isoformat(event.occurred_at)), item.sealed_body))
+                     datetime_micros(event.occurred_at), item.sealed_body))
                 result.accepted += 1
                 result.call_ids.append(call_id)
                 result.events.append((call_id, event))
@@ -377,7 +377,8 @@ class IngestService:
         # Text times for the calls row and the set-based merge; the sealed body keeps
         # integer microseconds (gateway/ingest/stored_event.py).
         occurred = isoformat(event.occurred_at)
-        if isinstance(event, CallEvent):
+        is_call = isinstance(event, CallEvent)
+        if is_call:
             started, ended = isoformat(event.started_at), isoformat(event.ended_at)
         else:
             started = ended = None
@@ -391,7 +392,6 @@ class IngestService:
                                        unit=body_unit)
         new_call_parties = self._seal_parties(ring, new_call_id, from_party, to_party,
                                               parties_unit)
-        is_call = isinstance(event, CallEvent)
         # set_write.Item's fields, as a plain tuple: what the set-based step gets (pickled
         # to the SQLite writer process, where a tuple costs far less than a NamedTuple).
         row = (dedupe, event_id, sealed_body, new_call_id, bool(from_party or to_party),

@@ -513,4 +513,3 @@ def get_key_service(services: Any) -> KeyService:
                          shred_wrapped_copies=destroyed_versions_shredder(services, audit))
     services.features["key_rotation"] = service
     return service
-

@@ -263,7 +263,7 @@ class Sweeper:
             # Load the unit keys of this batch's parties ahead (a number hold decrypts
             # candidates inside the unit, which cannot wait on the key store); the
             # deletion below rewrites the same segments, so the reads are not wasted.
-            ahead = await self.db.fetchall(QUERIES[data_class].select, {
+            ahead = await self.db.fetchall(queries.select, {
                 "tenant": tenant, "cutoff": cutoff_key, "ct": cursor[0], "cid": cursor[1],
                 "now": now, "limit": limit})
             units = await self.keyring.prefetch_units(tenant_id,
@@ -279,7 +279,7 @@ class Sweeper:
                 return _BatchResult(stop=True, tenant_held=True)
             # Locked until the commit: a sweep on another replica (PostgreSQL) waits, then
             # sees these rows gone, so no item is deleted twice or in two receipts.
-            rows = tx.fetchall(QUERIES[data_class].select, {
+            rows = tx.fetchall(queries.select, {
                 "tenant": tenant, "cutoff": cutoff_key, "ct": cursor[0], "cid": cursor[1],
                 "now": now, "limit": limit}, for_update=True)
             out = _BatchResult(stop=len(rows) < limit, examined=len(rows))

@@ -65,8 +65,6 @@ _UNHEX = re.compile(r"\bunhex\((\w+)\)", re.IGNORECASE)
 # dedupe_fold(integration_id, dedupe_key), uuid_blob(column) (a UUID's 16 bytes) and
 # iso_micros(column) (an RFC 3339 time as integer microseconds since the epoch).
 _DEDUPE_FOLD = re.compile(r"\bdedupe_fold\((\w+),\s*(\w+)\)", re.IGNORECASE)
-
-
 _UUID_BLOB = re.compile(r"\buuid_blob\((\w+)\)", re.IGNORECASE)
 _ISO_MICROS = re.compile(r"\biso_micros\((\w+)\)", re.IGNORECASE)
 
